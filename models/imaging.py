@@ -1,0 +1,185 @@
+"""PNG/JPEG bytes to model input and back: the one place that decodes untrusted images.
+
+``decode_image`` checks the format and the pixel count from the header before any pixel is
+decoded (a 20000x20000 PNG is a few kB on the wire and 400 MB in memory), then converts mode
+and size to what the model takes. ``encode_png`` writes example images and saliency maps.
+"""
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from models.errors import ImageError
+
+SUPPORTED_FORMATS = ("PNG", "JPEG")
+# 4096 x 4096: far above any input we resize from, far below memory trouble (64 MB as RGB).
+DEFAULT_MAX_PIXELS = 4096 * 4096
+# Leading bytes of formats we refuse, so that the error can name what was sent.
+_OTHER_SIGNATURES = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"RIFF", "WEBP"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"%PDF", "PDF"),
+)
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L"})
+
+
+class ImageTooLargeError(ImageError):
+    """The image's pixel count, read from its header, exceeds the allowed maximum."""
+
+
+def _sniff(data: bytes) -> str | None:
+    for signature, name in _OTHER_SIGNATURES:
+        if data.startswith(signature):
+            return name
+    return None
+
+
+def _to_mode(im: Image.Image, channels: int) -> Image.Image:
+    if im.mode in _SIXTEEN_BIT_MODES:
+        # 16-bit grey PNGs: keep the top 8 bits (PIL's own I -> L conversion clips at 255).
+        high = (np.asarray(im, dtype=np.int32) >> 8).clip(0, 255).astype(np.uint8)
+        im = Image.fromarray(high, mode="L")
+    if channels == 1:
+        return im if im.mode == "L" else im.convert("L")  # ITU-R 601 luma; alpha is dropped
+    return im if im.mode == "RGB" else im.convert("RGB")  # grey repeated; alpha is dropped
+
+
+def decode_image(
+    data: bytes,
+    *,
+    input_shape: tuple[int, int, int],
+    resize: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Tensor:
+    """Decode a PNG or JPEG into a model input.
+
+    Args:
+        data: the encoded file.
+        input_shape: the model's (C, H, W), C = 1 (grey, ITU-R 601 luma) or 3 (RGB).
+        resize: resize an image of another size to (H, W) (bilinear, aspect ratio not kept);
+            if False such an image is refused.
+        max_pixels: largest width x height accepted, checked from the header before decoding.
+
+    Returns:
+        Float tensor (C, H, W) in [0, 1].
+
+    Raises:
+        ImageTooLargeError: the header declares more than ``max_pixels`` pixels.
+        ImageError: not an image, a format other than PNG/JPEG, truncated or corrupt data, or
+            the wrong size with ``resize=False``.
+    """
+    c, h, w = input_shape
+    if c not in (1, 3):
+        raise ValueError(f"input_shape must have 1 or 3 channels, got {input_shape}")
+    if not data:
+        raise ImageError("empty file: send a PNG or JPEG image")
+    try:
+        # formats= keeps every other decoder (and its header parser) out of reach.
+        im = Image.open(io.BytesIO(data), formats=list(SUPPORTED_FORMATS))
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(
+            f"image too large to decode ({err}); send at most {max_pixels} pixels"
+        ) from err
+    except UnidentifiedImageError as err:
+        other = _sniff(data)
+        if other is not None:
+            raise ImageError(f"unsupported image format {other}: send PNG or JPEG") from err
+        raise ImageError("not a PNG or JPEG image (unrecognised or damaged header)") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"corrupt PNG or JPEG header ({err})") from err
+    with im:
+        width, height = im.size  # from the header: nothing decoded yet
+        if width * height > max_pixels:
+            raise ImageTooLargeError(
+                f"image is {width}x{height} = {width * height} pixels, more than the "
+                f"{max_pixels} allowed; send a smaller image"
+            )
+        try:
+            im.load()
+            im = _to_mode(im, c)
+            if (width, height) != (w, h):
+                if not resize:
+                    raise ImageError(
+                        f"image is {width}x{height} but the model takes {w}x{h} (width x height);"
+                        " resize it first"
+                    )
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
+        except ImageError:
+            raise
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageError(f"truncated or corrupt {im.format} image ({err})") from err
+        pixels = np.asarray(im, dtype=np.uint8)
+    x = torch.from_numpy(pixels.copy()).to(torch.float32) / 255.0
+    return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()  # (C, H, W)
+
+
+def load_image_file(
+    path: str | os.PathLike[str],
+    *,
+    input_shape: tuple[int, int, int],
+    resize: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Tensor:
+    """Read and decode an image file (``decode_image`` with the path in every error).
+
+    Args:
+        path: a PNG or JPEG file.
+        input_shape: the model's (C, H, W).
+        resize: resize an image of another size instead of refusing it.
+        max_pixels: largest width x height accepted.
+
+    Returns:
+        Float tensor (C, H, W) in [0, 1].
+
+    Raises:
+        ImageTooLargeError: too many pixels.
+        ImageError: the file is missing, unreadable, or not a usable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise ImageError(f"{path}: {what}; give the path of a PNG or JPEG file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageError(f"{path}: cannot read ({err.strerror})") from err
+    try:
+        return decode_image(data, input_shape=input_shape, resize=resize, max_pixels=max_pixels)
+    except ImageError as err:
+        raise type(err)(f"{path}: {err}") from err
+
+
+def encode_png(x: Tensor) -> bytes:
+    """Encode an image in [0, 1] as PNG (8 bits per channel, values clamped and rounded).
+
+    Args:
+        x: float tensor (H, W), (1, H, W) grey, or (3, H, W) RGB.
+
+    Returns:
+        The PNG file's bytes.
+
+    Raises:
+        ValueError: other shapes, or NaN values.
+    """
+    x = x.detach().cpu()
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    if x.dim() != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(f"encode_png takes (H, W), (1, H, W) or (3, H, W), got {tuple(x.shape)}")
+    if torch.isnan(x).any():
+        raise ValueError("encode_png: the image contains NaN")
+    pixels = (x.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    array = pixels[0].numpy() if x.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
