@@ -1,0 +1,135 @@
+"""Pick the fastest gradient strategy by measuring, once per batch-size bucket, and remember it.
+
+The winner depends on the model, the device and the batch size (replication wins at batch 1 on a
+small CPU model, the vmapped backward at larger batches), so it is measured rather than guessed.
+One ``AutoTuner`` serves one engine (one model on one device); batch sizes are grouped in
+power-of-two buckets. The cache is the only shared mutable state of an engine, behind a lock.
+"""
+
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def bucket_of(batch_size: int) -> int:
+    """The power-of-two bucket of a batch size: the smallest power of two >= it.
+
+    Raises:
+        ValueError: ``batch_size`` is not positive.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    return 1 << (batch_size - 1).bit_length()
+
+
+def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs, after one untimed run.
+
+    On CUDA the device is synchronised around each run, so the time covers the kernels.
+    """
+    fn()  # first run: allocations, kernel selection, lazy initialisation
+    times = []
+    for _ in range(max(1, repeats)):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_round_robin(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Median wall time in seconds of each function, timed in interleaved rounds.
+
+    Each function runs once untimed, then ``repeats`` rounds time every function once in turn,
+    so a burst of load from other processes hits all of them alike and their ratios hold up
+    better than with back-to-back blocks.
+    """
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+class AutoTuner:
+    """Measures candidate strategies per bucket and remembers the fastest.
+
+    Args:
+        device: where the measured work runs (for synchronisation on CUDA).
+        repeats: timed runs per candidate; the median counts.
+        label: a name for log lines (the model's).
+    """
+
+    def __init__(self, device: torch.device, repeats: int = 3, label: str = "model") -> None:
+        self.device = device
+        self.repeats = repeats
+        self.label = label
+        self._lock = threading.Lock()
+        self._choices: dict[int, str] = {}
+        self._timings: dict[int, dict[str, float]] = {}
+
+    def choice(self, bucket: int) -> str | None:
+        """The remembered winner of ``bucket``, or ``None`` if it was never tuned."""
+        with self._lock:
+            return self._choices.get(bucket)
+
+    def timings(self, bucket: int) -> dict[str, float]:
+        """Median seconds per candidate measured for ``bucket`` (empty if never tuned)."""
+        with self._lock:
+            return dict(self._timings.get(bucket, {}))
+
+    def tune(self, bucket: int, candidates: Sequence[str], run: Callable[[str], object]) -> str:
+        """Measure ``run(name)`` for every candidate and remember the fastest for ``bucket``.
+
+        Holding the lock while measuring is deliberate: concurrent first calls wait for one
+        measurement instead of running several that would disturb each other's timings.
+
+        Args:
+            bucket: the batch-size bucket (the input ``run`` uses should have this size).
+            candidates: strategy names to measure.
+            run: runs one strategy once on a representative input.
+
+        Returns:
+            The winning name (the earlier candidate on a tie).
+
+        Raises:
+            ValueError: no candidates.
+        """
+        if not candidates:
+            raise ValueError("no strategy to tune: give at least one candidate")
+        with self._lock:
+            if bucket in self._choices:
+                return self._choices[bucket]
+            fns = {name: (lambda name=name: run(name)) for name in candidates}
+            timings = time_round_robin(fns, self.device, self.repeats)
+            best = min(candidates, key=lambda name: timings[name])
+            self._choices[bucket] = best
+            self._timings[bucket] = timings
+        logger.info(
+            "gradient strategy for %s on %s, batch bucket %d: %s (%s)",
+            self.label,
+            self.device,
+            bucket,
+            best,
+            ", ".join(f"{n} {t * 1e3:.2f} ms" for n, t in timings.items()),
+        )
+        return best

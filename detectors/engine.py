@@ -1,0 +1,271 @@
+"""The GGA gradient engine: one call gives logits, all-class saliency maps, CSMs and features.
+
+The hot path of the service. For a batch of B inputs and a model with C classes it computes the
+K = C (or top-N) input gradients ``grad_x CE(F(x), i)`` from one forward pass as vector-Jacobian
+products (``detectors.strategies``, the fastest picked by ``detectors.autotune``), turns them
+into sign maps, and computes each input's cosine similarity matrix and its ten features.
+
+Defaults reproduce the reference code (mad-lab-fau/GGA-Identifying-Untrustworthy-Predictions,
+``src/CSM.py``): logits rescaled to ``10 z / max_j |z_j|`` before the loss, sign, then a max over
+colour channels. Unlike the reference, gradients are per input (the reference's batch-mean loss
+scales them by 1/B, which the sign hides) and a zero map gives a defined CSM instead of NaN.
+
+Example:
+    >>> engine = GradientEngine(model)
+    >>> engine.warmup((1, 28, 28))            # measures strategies per batch-size bucket
+    >>> out = engine(x)                       # x: (B, 1, 28, 28) in [0, 1]
+    >>> out.features                          # (B, 10), FEATURE_NAMES order
+"""
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from detectors.autotune import AutoTuner, bucket_of
+from detectors.csm import cosine_similarity_matrix
+from detectors.features import gga_features
+from detectors.saliency import to_maps
+from detectors.strategies import STRATEGIES, Plan, get_strategy, worth_trying
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the saliency maps are made; every default is the reference behaviour.
+
+    Attributes:
+        rescale_logits: ``z <- 10 z / max_j |z_j|`` per input before the loss.
+        sign: take the sign of the gradients.
+        channel_max: max over colour channels after the sign (D = H*W instead of C*H*W).
+        top_n: only the ``top_n`` most probable classes (most probable first); ``None`` = all.
+        strategy: ``"auto"`` (measured per batch-size bucket) or a name in ``STRATEGIES``.
+    """
+
+    rescale_logits: bool = True
+    sign: bool = True
+    channel_max: bool = True
+    top_n: int | None = None
+    strategy: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.top_n is not None and self.top_n < 1:
+            raise ValueError(f"top_n must be None (all classes) or at least 1, got {self.top_n}")
+        if self.strategy != "auto":
+            get_strategy(self.strategy)  # raises with the known names
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready fields (stored beside a fitted detector)."""
+        return asdict(self)
+
+
+@dataclass
+class EngineOutput:
+    """Everything one engine call computes for a batch of B inputs.
+
+    Attributes:
+        logits: (B, C) unscaled logits.
+        probabilities: (B, C) softmax of the unscaled logits.
+        predicted: (B,) int64 argmax.
+        classes: (B, K) int64 class of each saliency row: all C in index order, or the top-N
+            most probable first.
+        saliency: (B, K, D) float32 maps (sign maps by default).
+        csm: (B, K, K) cosine similarity matrices.
+        features: (B, 10) float32, ``detectors.features.FEATURE_NAMES`` order.
+        strategy: the gradient strategy that computed this batch.
+    """
+
+    logits: Tensor
+    probabilities: Tensor
+    predicted: Tensor
+    classes: Tensor
+    saliency: Tensor
+    csm: Tensor
+    features: Tensor
+    strategy: str = ""
+
+
+def _default_strategy(bucket: int, device: torch.device) -> str:
+    """What an untuned engine would use: replication at batch 1 on CPU, else the batched VJP."""
+    return "replicate" if bucket == 1 and device.type == "cpu" else "batched"
+
+
+class GradientEngine:
+    """All-class input gradients, CSMs and GGA features for one model on one device.
+
+    The model is moved to ``device`` and put in eval mode once, here; every call checks it is
+    still in eval mode (BatchNorm or Dropout in train mode would make an input's result depend on
+    the rest of its batch) and refuses otherwise rather than flipping a shared model back.
+    Parameters are never written: gradients are taken with respect to the input only.
+
+    Calls are thread-safe: the only shared mutable state is the auto-tuner's cache (locked) and
+    the number of classes, learnt once under the same kind of lock.
+
+    Args:
+        model: classifier taking (B, C, H, W) pixels in [0, 1] and returning (B, classes) logits.
+        options: see ``EngineOptions``.
+        device: where to compute; default: the device of the model's parameters (CPU if none).
+        tuning_repeats: timed runs per strategy when auto-tuning.
+
+    Raises:
+        ValueError: bad options (unknown strategy, top_n < 1).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        options: EngineOptions = EngineOptions(),
+        device: torch.device | str | None = None,
+        tuning_repeats: int = 3,
+    ) -> None:
+        if device is None:
+            param = next(model.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.options = options
+        self.model = model.to(self.device).eval()
+        # Listed once: the per-call eval-mode check then costs a short scan, not a tree walk.
+        self._modules = tuple(self.model.named_modules())
+        self._tuner = AutoTuner(self.device, tuning_repeats, label=type(model).__name__)
+        self._lock = threading.Lock()
+        self._num_classes: int | None = None
+
+    # -- strategy choice ---------------------------------------------------------------------
+
+    def strategy_for(self, batch_size: int) -> str:
+        """The strategy used at ``batch_size``: the forced one, the tuned one, or the default.
+
+        Args:
+            batch_size: number of inputs in a call.
+
+        Returns:
+            A name in ``STRATEGIES``.
+        """
+        if self.options.strategy != "auto":
+            return self.options.strategy
+        bucket = bucket_of(batch_size)
+        return self._tuner.choice(bucket) or _default_strategy(bucket, self.device)
+
+    def tuning_timings(self, batch_size: int) -> dict[str, float]:
+        """Median seconds per strategy measured for ``batch_size``'s bucket (empty if untuned)."""
+        return self._tuner.timings(bucket_of(batch_size))
+
+    def warmup(
+        self, input_shape: tuple[int, int, int], batch_sizes: Sequence[int] = (1, 8, 32)
+    ) -> dict[int, str]:
+        """Measure the strategies for each batch size's bucket and remember the winners.
+
+        With a forced strategy, only runs it once per bucket (first-call costs are paid here).
+
+        Args:
+            input_shape: (C, H, W) of one input.
+            batch_sizes: batch sizes the engine will see; each is rounded up to its bucket.
+
+        Returns:
+            bucket -> chosen strategy.
+        """
+        chosen = {}
+        for bucket in sorted({bucket_of(b) for b in batch_sizes}):
+            x = torch.rand(bucket, *input_shape, device=self.device)
+            if self.options.strategy == "auto":
+                chosen[bucket] = self._tune(x)
+            else:
+                self._run(self.options.strategy, x)
+                chosen[bucket] = self.options.strategy
+        return chosen
+
+    def _tune(self, x: Tensor) -> str:
+        bucket = bucket_of(x.shape[0])
+        plan = self._plan(x)
+        candidates = [n for n in STRATEGIES if worth_trying(n, bucket, plan.num_rows)]
+        return self._tuner.tune(bucket, candidates, lambda name: self._run(name, x))
+
+    # -- the computation ---------------------------------------------------------------------
+
+    def __call__(self, x: Tensor) -> EngineOutput:
+        """Logits, saliency maps, CSMs and features of a batch.
+
+        Args:
+            x: (B, C, H, W) float pixels in [0, 1] (moved to the engine's device as float32).
+
+        Returns:
+            An ``EngineOutput``.
+
+        Raises:
+            ValueError: ``x`` is not a non-empty 4-D batch.
+            RuntimeError: called inside ``torch.inference_mode()``, or the model was switched to
+                train mode after the engine was built.
+        """
+        x = self._check_input(x)
+        bucket = bucket_of(x.shape[0])
+        name = self.strategy_for(x.shape[0])
+        if self.options.strategy == "auto" and self._tuner.choice(bucket) is None:
+            # First batch of this size range and no warm-up: measure now, once.
+            name = self._tune(torch.rand(bucket, *x.shape[1:], device=self.device))
+        logits, rows, grads = self._run(name, x)
+        opts = self.options
+        saliency = to_maps(grads, opts.sign, opts.channel_max)  # (B, K, D)
+        probabilities = torch.softmax(logits, dim=1)
+        predicted = logits.argmax(dim=1)
+        # Row of the predicted class among the K rows (its index, or 0 for top-N), found
+        # without a host sync.
+        predicted_row = (rows == predicted.unsqueeze(1)).to(torch.int64).argmax(dim=1)
+        csm = cosine_similarity_matrix(saliency)
+        return EngineOutput(
+            logits=logits,
+            probabilities=probabilities,
+            predicted=predicted,
+            classes=rows,
+            saliency=saliency,
+            csm=csm,
+            features=gga_features(csm, predicted_row),
+            strategy=name,
+        )
+
+    def _run(self, name: str, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        self._check_eval()
+        with torch.enable_grad():
+            return get_strategy(name)(self.model, x, self._plan(x))
+
+    def _plan(self, x: Tensor) -> Plan:
+        num_classes = self._classes(x)
+        top_n = self.options.top_n
+        num_rows = num_classes if top_n is None else min(top_n, num_classes)
+        return Plan(num_rows=num_rows, top_n=top_n, rescale=self.options.rescale_logits)
+
+    def _classes(self, x: Tensor) -> int:
+        """The model's number of classes, learnt from one input the first time."""
+        if self._num_classes is None:
+            with self._lock:
+                if self._num_classes is None:
+                    with torch.no_grad():
+                        self._num_classes = int(self.model(x[:1]).shape[1])
+        return self._num_classes
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "GradientEngine needs autograd: call it outside torch.inference_mode() "
+                "(torch.no_grad() around the call is fine)"
+            )
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[0] == 0:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a non-empty (B, C, H, W) batch, got {shape}")
+        if x.is_inference():
+            x = x.clone()  # an inference tensor cannot take part in autograd
+        return x.to(self.device, torch.float32)
+
+    def _check_eval(self) -> None:
+        if not any(m.training for _, m in self._modules):
+            return
+        training = [name or "<model>" for name, m in self._modules if m.training]
+        if training:
+            raise RuntimeError(
+                f"the model is in train mode ({', '.join(training[:3])}); GGA needs eval mode or "
+                "an input's maps depend on its batch: call model.eval() (the engine set it once "
+                "and does not flip a shared model back)"
+            )

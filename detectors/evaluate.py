@@ -1,0 +1,492 @@
+"""The paper's evaluation protocol on our models: GGA against the baselines.
+
+Positives are clean, correctly classified test inputs. Untrusted kinds, each built from those
+inputs (or independent of them, for out-of-distribution sets):
+
+- ``noise``: uniform noise in the l_inf eps ball (every noisy input counts);
+- ``pgd_linf``, ``pgd_l2``: PGD, 70 steps of eps/4, l_2 eps = 10 x l_inf eps (successful only);
+- ``rotation``: rotations up to 45 degrees that change the prediction;
+- ``lbfgs``: Szegedy et al.'s L-BFGS attack (successful only; our stand-in for the paper's
+  Brendel & Bethge minimal attacks);
+- ``ood_dataset``, ``ood_noise``, ``ood_photos``: the other grey data set, uniform and Gaussian
+  noise images, crops of photos (pooled into the table's OOD column);
+- adaptive attacks on GGA: ``tpgd_ce``, ``tpgd_mse`` (targeted PGD, random targets) and ``csa``
+  (the cosine-similarity attack), successful only.
+
+Per kind: TNR@95TPR; pooled over the table's kinds: AUROC, AUPR-In, AUPR-Out; for GGA and every
+baseline. GGA's score is the fitted detector's outlier score (ranking by the trust score gives the
+same order up to ties).
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from detectors.baselines import ODIN, EnergyScore, Mahalanobis, MaxSoftmax
+from detectors.engine import EngineOptions, GradientEngine
+from detectors.fit import LINF_EPS
+from detectors.metrics import OODMetrics, roc_points, tnr_at_tpr
+from detectors.trust import TrustScorer
+
+logger = logging.getLogger(__name__)
+
+TABLE_KINDS: tuple[str, ...] = (
+    "noise",
+    "pgd_linf",
+    "pgd_l2",
+    "rotation",
+    "lbfgs",
+    "ood_dataset",
+    "ood_noise",
+    "ood_photos",
+)
+ADAPTIVE_KINDS: tuple[str, ...] = ("tpgd_ce", "tpgd_mse", "csa")
+ALL_KINDS: tuple[str, ...] = TABLE_KINDS + ADAPTIVE_KINDS
+SLOW_KINDS: tuple[str, ...] = ("lbfgs", "csa")  # capped at ``n_slow`` inputs
+OOD_KINDS: tuple[str, ...] = ("ood_dataset", "ood_noise", "ood_photos")
+# Table 1 columns: ours -> the paper's closest column (L-BFGS and PGD l_2 stand in for B&B).
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("noise", "noise", "noise"),
+    ("pgd_linf", "PGD l∞", "PGD"),
+    ("rotation", "rotation", "rotation"),
+    ("lbfgs", "L-BFGS", "B&B"),
+    ("pgd_l2", "PGD l2", "B&B-L2"),
+    ("ood", "OOD", "OOD"),
+)
+UNDEFINED_SCORE = 1e300  # finite (scikit-learn refuses inf) and above any real score
+DETECTORS: tuple[str, ...] = ("max softmax", "ODIN", "energy", "Mahalanobis", "GGA")
+# The paper's Table 1 (TNR@95TPR in %, pooled AUROC) and its adaptive attacks (GGA only).
+PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
+    "mnist": {
+        "max softmax": {
+            "noise": 45.8,
+            "PGD": 3.3,
+            "rotation": 59.7,
+            "B&B": 99.9,
+            "B&B-L2": 99.3,
+            "OOD": 55.0,
+            "AUROC": 86.1,
+        },
+        "ODIN": {
+            "noise": 97.2,
+            "PGD": 2.5,
+            "rotation": 92.0,
+            "B&B": 93.6,
+            "B&B-L2": 89.1,
+            "OOD": 69.4,
+            "AUROC": 88.2,
+        },
+        "Mahalanobis": {
+            "noise": 100.0,
+            "PGD": 12.4,
+            "rotation": 93.5,
+            "B&B": 98.4,
+            "B&B-L2": 99.0,
+            "OOD": 97.9,
+            "AUROC": 92.4,
+        },
+        "GGA": {
+            "noise": 100.0,
+            "PGD": 98.9,
+            "rotation": 98.2,
+            "B&B": 100.0,
+            "B&B-L2": 100.0,
+            "OOD": 98.1,
+            "AUROC": 99.5,
+            "tpgd_ce": 95.4,
+            "tpgd_mse": 97.3,
+            "csa": 72.1,
+        },
+    },
+    "cifar10": {
+        "max softmax": {
+            "noise": 10.5,
+            "PGD": 0.0,
+            "rotation": 55.1,
+            "B&B": 97.5,
+            "B&B-L2": 95.4,
+            "OOD": 77.2,
+            "AUROC": 82.7,
+        },
+        "ODIN": {
+            "noise": 25.3,
+            "PGD": 0.0,
+            "rotation": 45.1,
+            "B&B": 14.0,
+            "B&B-L2": 14.5,
+            "OOD": 83.6,
+            "AUROC": 81.2,
+        },
+        "Mahalanobis": {
+            "noise": 93.1,
+            "PGD": 85.9,
+            "rotation": 73.2,
+            "B&B": 90.8,
+            "B&B-L2": 91.3,
+            "OOD": 88.2,
+            "AUROC": 90.0,
+        },
+        "GGA": {
+            "noise": 95.6,
+            "PGD": 92.6,
+            "rotation": 84.5,
+            "B&B": 93.2,
+            "B&B-L2": 93.3,
+            "OOD": 84.2,
+            "AUROC": 96.3,
+            "tpgd_ce": 90.3,
+            "tpgd_mse": 91.5,
+            "csa": 69.7,
+        },
+    },
+}
+
+
+@dataclass
+class EvalConfig:
+    """Sizes, seeds and budgets of one evaluation.
+
+    Attributes:
+        n: clean test inputs drawn (positives are the correctly classified ones); each kind has
+            at most this many inputs.
+        n_slow: cap for the slow attacks (L-BFGS, CSA).
+        seed: seeds every attack and noise source.
+        eps_linf: l_inf budget; ``None`` = the data set's (MNIST 0.3, Fashion-MNIST 0.1, CIFAR
+            8/255). ``eps_l2`` defaults to 10 x ``eps_linf`` (the paper's rule).
+        pgd_steps: PGD iterations (the paper: 70, step eps/4).
+        csa_steps: CSA iterations (the paper: 100).
+        n_baseline_fit: clean training inputs the baselines are fitted/tuned on.
+        kinds: kinds to run, a subset of ``ALL_KINDS``.
+        batch_size: inputs per batch.
+        strategy: the gradient engine's backward strategy (speed only).
+        examples: inputs shown per kind in the example figures.
+    """
+
+    n: int = 1000
+    n_slow: int = 100
+    seed: int = 0
+    eps_linf: float | None = None
+    eps_l2: float | None = None
+    pgd_steps: int = 70
+    csa_steps: int = 100
+    n_baseline_fit: int = 5000
+    kinds: tuple[str, ...] = ALL_KINDS
+    batch_size: int = 128
+    strategy: str = "auto"
+    examples: int = 4
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kinds) - set(ALL_KINDS))
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; choose from {', '.join(ALL_KINDS)}")
+        if self.n < 20:
+            raise ValueError(f"n must be at least 20 for TNR@95TPR to mean anything, got {self.n}")
+
+
+@dataclass
+class EvalResult:
+    """Everything an evaluation measured (``to_dict`` is the JSON written)."""
+
+    model: str
+    dataset: str
+    config: dict[str, Any]
+    eps: dict[str, float]
+    n_clean: int
+    clean_accuracy: float
+    false_alarm: dict[str, float]
+    kinds: dict[str, dict[str, Any]]
+    tnr: dict[str, dict[str, float]]
+    auroc: dict[str, dict[str, float]]
+    pooled: dict[str, dict[str, float]]
+    detector: dict[str, Any]
+    seconds: float
+    scores: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
+    examples: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["scores"], data["examples"]
+        data["published"] = PUBLISHED.get(self.dataset, {})
+        return data
+
+
+def _batches(x: Tensor, size: int, desc: str, progress: bool) -> Any:
+    starts = range(0, len(x), size)
+    return tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False)
+
+
+def _attack_kind(
+    kind: str, model: nn.Module, eps: dict[str, float], cfg: EvalConfig
+) -> tuple[Callable[[Tensor, Tensor], Any], bool]:
+    """(attack, successful_only) for an attack-like kind."""
+    from attacks.base import TargetMode
+    from attacks.corruptions import Rotation, UniformNoise
+    from attacks.lbfgs import LBFGS
+    from attacks.pgd import PGD
+
+    s = cfg.seed
+    if kind == "noise":
+        return UniformNoise(model, eps=eps["linf"], seed=s), False
+    if kind == "pgd_linf":
+        return PGD(model, eps=eps["linf"], steps=cfg.pgd_steps, seed=s), True
+    if kind == "pgd_l2":
+        return PGD(model, eps=eps["l2"], steps=cfg.pgd_steps, norm="l2", seed=s), True
+    if kind == "rotation":
+        return Rotation(model, max_degrees=45.0, seed=s), True
+    if kind == "lbfgs":
+        return LBFGS(model, seed=s), True
+    if kind in ("tpgd_ce", "tpgd_mse"):
+        loss = kind.split("_")[1]
+        attack = PGD(
+            model,
+            eps=eps["linf"],
+            steps=cfg.pgd_steps,
+            loss=loss,
+            target_mode=TargetMode.RANDOM,
+            seed=s,
+        )
+        return attack, True
+    if kind == "csa":
+        from attacks.csa import CSA
+
+        return CSA(model, eps=eps["linf"], steps=cfg.csa_steps, seed=s), True
+    raise ValueError(f"{kind} is not an attack kind")
+
+
+def make_untrusted(
+    kind: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: dict[str, float],
+    cfg: EvalConfig,
+    dataset: str,
+    data_dir: str | None,
+    progress: bool = True,
+) -> tuple[Tensor, dict[str, Any]]:
+    """The untrusted inputs of one kind, and how many were attempted and kept.
+
+    Args:
+        kind: one of ``ALL_KINDS``.
+        model: the classifier.
+        x, y: clean, correctly classified test inputs and their labels.
+        eps: ``{"linf": ..., "l2": ...}``.
+        cfg: the evaluation config.
+        dataset: the model's data set (chooses the other data set for ``ood_dataset``).
+        data_dir: data directory.
+        progress: progress bars.
+
+    Returns:
+        ``(inputs (M, C, H, W), {"n_attempted", "n_untrusted", "success_rate"})``.
+    """
+    from models.data.ood import (
+        PAIRED_DATASET,
+        gaussian_noise,
+        other_dataset,
+        photo_crops,
+        uniform_noise,
+    )
+
+    shape = tuple(x.shape[1:])
+    n = len(x)
+    if kind in OOD_KINDS:
+        if kind == "ood_dataset":
+            out = other_dataset(PAIRED_DATASET[dataset], n, shape, data_dir=data_dir, seed=cfg.seed)
+        elif kind == "ood_noise":
+            half = n // 2
+            out = torch.cat(
+                [
+                    uniform_noise(half, shape, seed=cfg.seed),
+                    gaussian_noise(n - half, shape, seed=cfg.seed + 1),
+                ]
+            )
+        else:
+            out = photo_crops(n, shape, seed=cfg.seed)
+        return out, {"n_attempted": len(out), "n_untrusted": len(out), "success_rate": None}
+    if kind in SLOW_KINDS:
+        x, y = x[: cfg.n_slow], y[: cfg.n_slow]
+    attack, successful_only = _attack_kind(kind, model, eps, cfg)
+    kept, hits = [], 0
+    size = cfg.batch_size if kind not in SLOW_KINDS else min(cfg.batch_size, 50)
+    for i in _batches(x, size, f"attack {kind}", progress):
+        res = attack(x[i : i + size], y[i : i + size])
+        hits += int(res.success.sum())
+        kept.append(res.x_adv[res.success] if successful_only else res.x_adv)
+    out = torch.cat(kept) if kept else x[:0]
+    info = {"n_attempted": len(x), "n_untrusted": len(out), "success_rate": hits / max(len(x), 1)}
+    return out, info
+
+
+class _GGAScorer:
+    """GGA outlier scores (and a few examples' maps) through the engine and the trust scorer."""
+
+    def __init__(self, model: nn.Module, scorer: TrustScorer, cfg: EvalConfig) -> None:
+        opts = EngineOptions(**scorer.engine_options, strategy=cfg.strategy)
+        self.engine = GradientEngine(model, opts)
+        self.scorer = scorer
+        self.cfg = cfg
+
+    def __call__(self, x: Tensor, desc: str, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+        scores, example = [], {}
+        for i in _batches(x, self.cfg.batch_size, f"GGA {desc}", progress):
+            out = self.engine(x[i : i + self.cfg.batch_size])
+            feats = out.features.detach().double().numpy()
+            finite = np.isfinite(feats).all(axis=1)
+            s = np.full(len(feats), UNDEFINED_SCORE)  # undefined features are never trusted
+            if finite.any():
+                s[finite] = self.scorer.score(feats[finite])
+            scores.append(s)
+            if i == 0:
+                r = self.cfg.examples
+                example = {
+                    "images": x[:r].numpy(),
+                    "saliency": out.saliency[:r].detach().numpy(),
+                    "csm": out.csm[:r].detach().numpy(),
+                    "classes": out.classes[:r].numpy(),
+                    "predicted": out.predicted[:r].numpy(),
+                    "trust": self.scorer.calibrator.trust(s[:r]),
+                }
+        return (np.concatenate(scores) if scores else np.empty(0)), example
+
+
+def evaluate_model(
+    model: nn.Module,
+    scorer: TrustScorer,
+    *,
+    model_name: str,
+    dataset: str,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    cfg: EvalConfig,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Run the protocol on one model.
+
+    Args:
+        model: the classifier (eval mode).
+        scorer: its fitted GGA trust scorer.
+        model_name: for the report.
+        dataset: the model's data set name (eps and OOD pairing).
+        train: clean training inputs and labels (baselines are fitted on these only).
+        test: clean test inputs and labels (the first ``cfg.n`` are used).
+        cfg: sizes, seeds, budgets.
+        data_dir: data directory for the other data set.
+        progress: progress bars.
+
+    Returns:
+        The ``EvalResult``.
+    """
+    start = time.perf_counter()
+    linf = cfg.eps_linf if cfg.eps_linf is not None else LINF_EPS.get(dataset, 0.1)
+    eps = {"linf": linf, "l2": cfg.eps_l2 if cfg.eps_l2 is not None else 10 * linf}
+    x_test, y_test = test[0][: cfg.n], test[1][: cfg.n]
+    with torch.no_grad():
+        pred = torch.cat([model(x_test[i : i + 256]).argmax(1) for i in range(0, len(x_test), 256)])
+    correct = pred == y_test
+    x_pos, y_pos = x_test[correct], y_test[correct]
+    logger.info("%s: %d of %d clean test inputs correct", model_name, len(x_pos), len(x_test))
+
+    # A seeded shuffle: some training files are stored class by class.
+    order = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(cfg.seed))
+    order = order[: cfg.n_baseline_fit]
+    x_fit, y_fit = train[0][order], train[1][order]
+    baselines = {
+        "max softmax": MaxSoftmax(model).fit(),
+        "ODIN": ODIN(model).fit(x_fit[:500]),
+        "energy": EnergyScore(model).fit(),
+    }
+    if callable(getattr(model, "embed", None)):
+        baselines["Mahalanobis"] = Mahalanobis(model).fit(x_fit, y_fit)
+    gga = _GGAScorer(model, scorer, cfg)
+
+    inputs: dict[str, Tensor] = {"clean": x_pos}
+    kinds_info: dict[str, dict[str, Any]] = {}
+    for kind in cfg.kinds:
+        inputs[kind], kinds_info[kind] = make_untrusted(
+            kind, model, x_pos, y_pos, eps, cfg, dataset, data_dir, progress
+        )
+        logger.info("%s: %s", kind, kinds_info[kind])
+
+    scores: dict[str, dict[str, np.ndarray]] = {name: {} for name in (*baselines, "GGA")}
+    examples: dict[str, dict[str, np.ndarray]] = {}
+    for kind, x in inputs.items():
+        if len(x) == 0:
+            continue
+        scores["GGA"][kind], examples[kind] = gga(x, kind, progress)
+        for name, det in baselines.items():
+            scores[name][kind] = det(x)
+
+    # False alarms on clean inputs: the calibration promise (trust < alpha about alpha of them).
+    trust_pos = scorer.calibrator.trust(scores["GGA"]["clean"])
+    trust_all_wrong = None
+    if (~correct).any():
+        wrong_scores, _ = gga(x_test[~correct], "misclassified", False)
+        trust_all_wrong = scorer.calibrator.trust(wrong_scores)
+    false_alarm = {
+        "alpha": scorer.alpha,
+        "rate": float(np.mean(trust_pos < scorer.alpha)),
+        "n": len(trust_pos),
+        "flag_rate_misclassified": (
+            float(np.mean(trust_all_wrong < scorer.alpha)) if trust_all_wrong is not None else None
+        ),
+        "n_misclassified": int((~correct).sum()),
+    }
+
+    tnr: dict[str, dict[str, float]] = {}
+    auroc: dict[str, dict[str, float]] = {}
+    pooled: dict[str, dict[str, float]] = {}
+    for name, per_kind in scores.items():
+        clean = per_kind["clean"]
+        tnr[name] = {k: tnr_at_tpr(clean, s) for k, s in per_kind.items() if k != "clean"}
+        auroc[name] = {k: _auroc(clean, s) for k, s in per_kind.items() if k != "clean"}
+        ood = [per_kind[k] for k in OOD_KINDS if k in per_kind]
+        if ood:
+            tnr[name]["ood"] = tnr_at_tpr(clean, np.concatenate(ood))
+        metrics = OODMetrics().update(clean, np.zeros(len(clean)))
+        table = [per_kind[k] for k in TABLE_KINDS if k in per_kind]
+        if table:
+            pooled_scores = np.concatenate(table)
+            metrics.update(pooled_scores, -np.ones(len(pooled_scores)))
+            pooled[name] = metrics.compute()
+    return EvalResult(
+        model=model_name,
+        dataset=dataset,
+        config=asdict(cfg),
+        eps=eps,
+        n_clean=len(x_test),
+        clean_accuracy=float(correct.float().mean()),
+        false_alarm=false_alarm,
+        kinds=kinds_info,
+        tnr=tnr,
+        auroc=auroc,
+        pooled=pooled,
+        detector=scorer.summary(),
+        seconds=time.perf_counter() - start,
+        scores=scores,
+        examples=examples,
+    )
+
+
+def _auroc(trusted: np.ndarray, untrusted: np.ndarray) -> float:
+    labels = np.r_[np.zeros(len(trusted)), np.ones(len(untrusted))]
+    return float(roc_auc_score(labels, np.r_[trusted, untrusted]))
+
+
+def roc_curves(result: EvalResult) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Pooled ROC curve (table kinds) per detector."""
+    curves = {}
+    for name, per_kind in result.scores.items():
+        table = [per_kind[k] for k in TABLE_KINDS if k in per_kind]
+        if name in result.pooled and table:
+            fpr, tpr = roc_points(per_kind["clean"], np.concatenate(table))
+            curves[name] = (fpr, tpr, result.pooled[name]["AUROC"])
+    return curves

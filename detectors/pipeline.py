@@ -1,0 +1,148 @@
+"""The one call the service makes: gradient engine + trust scorer, numpy out.
+
+``load_pipeline(model_dir, model, weights_sha256)`` reads the model's ``detector.json`` (refusing
+one fitted for other weights), builds the gradient engine with the options the detector was fitted
+with, and returns a ``GGAPipeline`` whose ``__call__`` turns a batch of [0, 1] pixels into
+probabilities, labels, trust scores, flags, features and CSMs.
+"""
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from detectors.engine import EngineOptions, GradientEngine
+from detectors.features import FEATURE_NAMES
+from detectors.persistence import DetectorFileError
+from detectors.trust import TrustScorer
+
+# Options that change the features (and so must match the fit); others, like the backward
+# strategy, only change speed and are chosen on the serving machine.
+FEATURE_OPTIONS: tuple[str, ...] = ("rescale_logits", "sign", "channel_max", "top_n")
+
+
+def engine_options_dict(options: EngineOptions) -> dict[str, Any]:
+    """The feature-relevant fields of ``options``, as stored in ``detector.json``."""
+    values = dataclasses.asdict(options)
+    return {k: values[k] for k in FEATURE_OPTIONS}
+
+
+@dataclass
+class PipelineOutput:
+    """Everything the service needs about a batch of B inputs, as numpy arrays.
+
+    Attributes:
+        probabilities: (B, C) float32 softmax probabilities.
+        labels: (B,) int64 predicted classes.
+        trust: (B,) float64 trust scores in (0, 1] (conformal p-values).
+        flagged: (B,) bool, trust below the scorer's alpha.
+        features: (B, 10) float32 GGA features, ``FEATURE_NAMES`` order.
+        csm: (B, K, K) float32 cosine similarity matrices (K = C, or top-N).
+        classes: (B, K) int64 the class of each CSM row.
+        saliency: (B, K, D) float32 saliency maps when asked for, else ``None``.
+        engine_seconds: wall time of the gradient engine for the batch.
+    """
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    trust: np.ndarray
+    flagged: np.ndarray
+    features: np.ndarray
+    csm: np.ndarray
+    classes: np.ndarray
+    saliency: np.ndarray | None
+    engine_seconds: float
+
+
+class GGAPipeline:
+    """Model + gradient engine + trust scorer for one served model.
+
+    Args:
+        model: the classifier (eval mode, parameters frozen), taking [0, 1] pixels.
+        scorer: its fitted trust scorer; the engine uses the options it was fitted with.
+        device: where the engine runs (default: CPU, or the model's device).
+
+    Raises:
+        DetectorFileError: the scorer's feature names differ from the engine's.
+    """
+
+    def __init__(
+        self, model: nn.Module, scorer: TrustScorer, device: torch.device | str | None = None
+    ) -> None:
+        if tuple(scorer.feature_names) != tuple(FEATURE_NAMES):
+            raise DetectorFileError(
+                f"detector.json of {scorer.model_name!r} was fitted on features "
+                f"{list(scorer.feature_names)}, the engine computes {list(FEATURE_NAMES)}; "
+                f"re-fit it: run `gga fit {scorer.model_name}`"
+            )
+        self.model = model
+        self.scorer = scorer
+        self.options = EngineOptions(**scorer.engine_options)
+        self.engine = GradientEngine(model, self.options, device=device)
+
+    @property
+    def alpha(self) -> float:
+        return self.scorer.alpha
+
+    def warmup(
+        self, input_shape: tuple[int, int, int], batch_sizes: tuple[int, ...] = (1, 8, 32)
+    ) -> dict[int, str]:
+        """Run the engine once per batch size (choosing its backward strategy); returns them."""
+        return self.engine.warmup(input_shape, batch_sizes)
+
+    def __call__(self, x: Tensor, *, saliency: bool = False) -> PipelineOutput:
+        """Score a batch.
+
+        Args:
+            x: float pixels (B, C, H, W) in [0, 1].
+            saliency: also return the saliency maps (large: B * K * D floats).
+
+        Returns:
+            The batch's ``PipelineOutput``.
+        """
+        start = time.perf_counter()
+        out = self.engine(x)
+        seconds = time.perf_counter() - start
+        features = out.features.detach().cpu().numpy()
+        trust = self.scorer.trust(features)
+        return PipelineOutput(
+            probabilities=out.probabilities.detach().cpu().numpy().astype(np.float32),
+            labels=out.predicted.detach().cpu().numpy().astype(np.int64),
+            trust=trust.astype(np.float64),
+            flagged=self.scorer.flagged(trust),
+            features=features.astype(np.float32),
+            csm=out.csm.detach().cpu().numpy().astype(np.float32),
+            classes=out.classes.detach().cpu().numpy().astype(np.int64),
+            saliency=(out.saliency.detach().cpu().numpy().astype(np.float32) if saliency else None),
+            engine_seconds=seconds,
+        )
+
+
+def load_pipeline(
+    model_dir: Path,
+    model: nn.Module,
+    weights_sha256: str,
+    device: torch.device | str | None = None,
+) -> GGAPipeline:
+    """The pipeline of the model in ``model_dir``.
+
+    Args:
+        model_dir: the model folder holding ``detector.json``.
+        model: the loaded classifier.
+        weights_sha256: the served weights' hash (``card.weights_sha256``).
+        device: engine device.
+
+    Returns:
+        The ready pipeline.
+
+    Raises:
+        DetectorNotFoundError: the folder has no ``detector.json`` (run ``gga fit MODEL``).
+        DetectorFileError: the file is malformed or fitted for other weights.
+    """
+    scorer = TrustScorer.load(Path(model_dir), weights_sha256)
+    return GGAPipeline(model, scorer, device=device)

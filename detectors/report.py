@@ -1,0 +1,202 @@
+"""Writing an evaluation: JSON, a markdown report in the paper's Table 1 layout, and figures."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detectors.evaluate import ADAPTIVE_KINDS, COLUMNS, PUBLISHED, EvalResult, roc_curves
+from detectors.plots import plot_examples, plot_roc
+
+KIND_LABELS: dict[str, str] = {
+    "noise": "uniform noise",
+    "pgd_linf": "PGD l∞",
+    "pgd_l2": "PGD l2",
+    "rotation": "rotation",
+    "lbfgs": "L-BFGS",
+    "ood_dataset": "OOD: other data set",
+    "ood_noise": "OOD: noise images",
+    "ood_photos": "OOD: photo crops",
+    "tpgd_ce": "T-PGD CE",
+    "tpgd_mse": "T-PGD MSE",
+    "csa": "CSA",
+}
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def _paper(v: float | None) -> str:
+    return "–" if v is None else f"*{v:.1f}*"
+
+
+def markdown(result: EvalResult, command: str | None = None, figures: str = ".") -> str:
+    """The report of one model as markdown.
+
+    Args:
+        result: the evaluation.
+        command: the command line that produced it (shown first).
+        figures: folder of the PNGs relative to where the markdown will live.
+    """
+    r = result
+    published = PUBLISHED.get(r.dataset, {})
+    lines = [f"## {r.model} ({r.dataset})", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    fa = r.false_alarm
+    lines += [
+        f"Detector: {r.detector['kind']}, fitted on {r.detector.get('n_fit')} and calibrated on "
+        f"{r.detector.get('n_cal')} correctly classified training inputs (seed "
+        f"{r.detector.get('seed')}). Evaluation: first {r.n_clean} test inputs, "
+        f"{100 * r.clean_accuracy:.1f}% correct; the {fa['n']} correct ones are the positives. "
+        f"Seed {r.config['seed']}; eps l∞ {r.eps['linf']:.4g}, l2 {r.eps['l2']:.4g}; PGD "
+        f"{r.config['pgd_steps']} steps of eps/4; L-BFGS and CSA on the first "
+        f"{r.config['n_slow']} positives; {r.seconds / 60:.1f} min.",
+        "",
+        f"False alarms (trust < alpha = {fa['alpha']}) on clean, correctly classified test "
+        f"inputs: **{_pct(fa['rate'])}%** (n = {fa['n']}); misclassified clean test inputs "
+        f"flagged: {_pct(fa['flag_rate_misclassified'])}% (n = {fa['n_misclassified']}).",
+        "",
+        "Untrusted inputs per kind (attacks: successful ones only):",
+        "",
+        "| kind | attempted | untrusted | attack success |",
+        "|---|---|---|---|",
+    ]
+    for kind, info in r.kinds.items():
+        lines.append(
+            f"| {KIND_LABELS[kind]} | {info['n_attempted']} | {info['n_untrusted']} | "
+            f"{_pct(info['success_rate'])} |"
+        )
+    lines += [
+        "",
+        "TNR@95TPR (%) per kind, pooled AUROC / AUPR-In / AUPR-Out (%) over the non-adaptive "
+        "kinds. *Italic rows*: the paper's published numbers (a different model; L-BFGS and "
+        "PGD l2 sit under the paper's B&B and B&B-L2 columns, which are different attacks).",
+        "",
+        "| method | " + " | ".join(c[1] for c in COLUMNS) + " | AUROC | AUPR-In | AUPR-Out |",
+        "|---|" + "---|" * (len(COLUMNS) + 3),
+    ]
+    for name in r.tnr:
+        cells = [_pct(r.tnr[name].get(col)) for col, _, _ in COLUMNS]
+        pooled = r.pooled.get(name, {})
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {_pct(pooled.get('AUROC'))} | "
+            f"{_pct(pooled.get('AUPR-IN'))} | {_pct(pooled.get('AUPR-OUT'))} |"
+        )
+        if name in published:
+            pub = published[name]
+            cells = [_paper(pub.get(p)) for _, _, p in COLUMNS]
+            lines.append(
+                f"| *{name} (paper)* | "
+                + " | ".join(cells)
+                + f" | {_paper(pub.get('AUROC'))} | – | – |"
+            )
+    adaptive = [k for k in ADAPTIVE_KINDS if k in r.kinds]
+    if adaptive:
+        lines += [
+            "",
+            "Adaptive attacks (TNR@95TPR %, successful attacks only):",
+            "",
+            "| method | " + " | ".join(KIND_LABELS[k] for k in adaptive) + " |",
+            "|---|" + "---|" * len(adaptive),
+        ]
+        for name in r.tnr:
+            lines.append(
+                f"| {name} | " + " | ".join(_pct(r.tnr[name].get(k)) for k in adaptive) + " |"
+            )
+        if "GGA" in published:
+            lines.append(
+                "| *GGA (paper)* | "
+                + " | ".join(_paper(published["GGA"].get(k)) for k in adaptive)
+                + " |"
+            )
+    ood = [k for k in ("ood_dataset", "ood_noise", "ood_photos") if k in r.kinds]
+    if ood:
+        lines += [
+            "",
+            "OOD sources separately (TNR@95TPR %):",
+            "",
+            "| method | " + " | ".join(KIND_LABELS[k] for k in ood) + " |",
+            "|---|" + "---|" * len(ood),
+        ]
+        for name in r.tnr:
+            lines.append(f"| {name} | " + " | ".join(_pct(r.tnr[name].get(k)) for k in ood) + " |")
+    lines += [
+        "",
+        discussion(r),
+        "",
+        f"Figures: [ROC curves]({figures}/roc.png); examples per kind: "
+        + ", ".join(f"[{k}]({figures}/examples_{k}.png)" for k in r.examples),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def discussion(r: EvalResult) -> str:
+    """Plain statements of where GGA wins and where a baseline beats it (from the numbers)."""
+    gga = r.tnr.get("GGA", {})
+    losses, wins = [], []
+    for kind, value in gga.items():
+        best = max(
+            ((n, t[kind]) for n, t in r.tnr.items() if n != "GGA" and kind in t),
+            key=lambda p: p[1],
+            default=None,
+        )
+        if best is None:
+            continue
+        label = KIND_LABELS.get(kind, "OOD (pooled)")
+        if best[1] > value + 0.005:
+            losses.append(f"{label} ({best[0]} {_pct(best[1])} vs GGA {_pct(value)})")
+        else:
+            wins.append(label)
+    text = []
+    if wins:
+        text.append("GGA is best or tied (within 0.5 points) on: " + ", ".join(wins) + ".")
+    if losses:
+        text.append("A baseline beats GGA on: " + "; ".join(losses) + ".")
+    aurocs = {n: p["AUROC"] for n, p in r.pooled.items()}
+    if aurocs:
+        top = max(aurocs, key=aurocs.get)
+        text.append(f"Highest pooled AUROC: {top} ({_pct(aurocs[top])}).")
+    return " ".join(text)
+
+
+def write_report(result: EvalResult, out_dir: Path, command: str | None = None) -> dict[str, Path]:
+    """Write ``results.json``, ``results.md``, ``roc.png`` and ``examples_<kind>.png``.
+
+    Returns:
+        Name -> path of every file written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    data: dict[str, Any] = result.to_dict()
+    data["command"] = command
+    paths["json"] = out_dir / "results.json"
+    paths["json"].write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
+    paths["markdown"] = out_dir / "results.md"
+    paths["markdown"].write_text(markdown(result, command) + "\n")
+    paths["roc"] = plot_roc(roc_curves(result), f"{result.model}: pooled ROC", out_dir / "roc.png")
+    for kind, ex in result.examples.items():
+        if len(ex.get("images", [])):
+            paths[f"examples_{kind}"] = plot_examples(
+                ex["images"],
+                ex["saliency"],
+                ex["csm"],
+                ex["classes"],
+                ex["predicted"],
+                ex["trust"],
+                f"{result.model}: {KIND_LABELS.get(kind, kind)}",
+                out_dir / f"examples_{kind}.png",
+            )
+    return paths
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,56 @@
+"""Conformal calibration: exact formula, uniform p-values, false alarms at alpha."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from detectors.base import DetectorFitError
+from detectors.calibration import ConformalCalibrator, flagged
+
+
+def test_formula_by_hand() -> None:
+    cal = ConformalCalibrator([3.0, 1.0, 2.0, *range(10, 27)])  # n = 20
+    # s = 2.0: calibration scores >= 2 are 2, 3 and the 17 of 10..26 -> 19; (1 + 19) / 21.
+    np.testing.assert_allclose(
+        cal.trust([2.0, 0.0, 100.0, 26.0]), [20 / 21, 21 / 21, 1 / 21, 2 / 21]
+    )
+
+
+def test_trust_in_unit_interval_and_nan_is_untrusted() -> None:
+    cal = ConformalCalibrator(np.arange(50.0))
+    t = cal.trust([-1e9, 1e9, np.nan])
+    assert t[0] == 1.0 and t[1] == pytest.approx(1 / 51) and t[2] == 0.0
+
+
+def test_p_values_uniform_on_exchangeable_data() -> None:
+    # Marginally over calibration draws, a clean input's p-value is uniform on {1, ..., n+1}/(n+1).
+    rng = np.random.default_rng(0)
+    n, trials = 39, 4000
+    values = []
+    for _ in range(trials):
+        data = rng.standard_normal(n + 1)
+        values.append(ConformalCalibrator(data[:n]).trust(data[n:])[0])
+    counts = np.bincount(np.rint(np.array(values) * (n + 1)).astype(int), minlength=n + 2)[1:]
+    assert counts.sum() == trials and len(counts) == n + 1
+    assert stats.chisquare(counts).pvalue > 0.001
+
+
+def test_false_alarm_rate_within_binomial_tolerance() -> None:
+    rng = np.random.default_rng(1)
+    cal = ConformalCalibrator(rng.exponential(size=2000))
+    test_scores = rng.exponential(size=20000)
+    trust = cal.trust(test_scores)
+    for alpha in (0.01, 0.05, 0.1):
+        rate = flagged(trust, alpha).mean()
+        # 4 sigma of the test draw's binomial noise plus the calibration set's own.
+        sigma = np.sqrt(alpha * (1 - alpha) * (1 / len(test_scores) + 1 / cal.n))
+        assert abs(rate - alpha) < 4 * sigma, (alpha, rate)
+
+
+def test_errors() -> None:
+    with pytest.raises(DetectorFitError, match="n-cal"):
+        ConformalCalibrator(np.arange(5.0))
+    with pytest.raises(DetectorFitError, match="NaN"):
+        ConformalCalibrator([*range(30), np.nan])
+    with pytest.raises(ValueError, match="alpha"):
+        flagged([0.5], 1.5)

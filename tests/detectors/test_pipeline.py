@@ -1,0 +1,64 @@
+"""GGAPipeline: outputs the service relies on, and loading through detector.json."""
+
+import numpy as np
+import pytest
+import torch
+
+from detectors.features import FEATURE_NAMES
+from detectors.fit import FitConfig, fit_trust_scorer
+from detectors.persistence import DetectorFileError, DetectorNotFoundError
+from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline
+from detectors.trust import TrustScorer
+
+SHA = "0f" * 32
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_mnist) -> TrustScorer:
+    config = FitConfig(n_fit=300, n_cal=150, seed=0, bins=20, strategy="vmap")
+    t = tiny_mnist
+    return fit_trust_scorer(
+        t.model,
+        t.x_train,
+        t.y_train,
+        model_name="tiny",
+        weights_sha256=SHA,
+        config=config,
+        dataset="mnist",
+        progress=False,
+    )
+
+
+def test_pipeline_output_shapes_and_types(tiny_mnist, scorer, tmp_path) -> None:
+    scorer.save(tmp_path)
+    pipe = load_pipeline(tmp_path, tiny_mnist.model, SHA)
+    x = tiny_mnist.x_test[:5]
+    out = pipe(x, saliency=True)
+    assert isinstance(out, PipelineOutput)
+    assert out.probabilities.shape == (5, 10) and out.probabilities.dtype == np.float32
+    np.testing.assert_allclose(out.probabilities.sum(1), 1.0, rtol=1e-5)
+    assert out.labels.dtype == np.int64
+    np.testing.assert_array_equal(out.labels, tiny_mnist.model(x).argmax(1).numpy())
+    assert out.trust.dtype == np.float64 and ((out.trust > 0) & (out.trust <= 1)).all()
+    np.testing.assert_array_equal(out.flagged, out.trust < pipe.alpha)
+    assert out.features.shape == (5, len(FEATURE_NAMES)) and out.features.dtype == np.float32
+    assert out.csm.shape == (5, 10, 10) and out.classes.shape == (5, 10)
+    assert out.saliency.shape == (5, 10, 28 * 28) and out.engine_seconds > 0
+    np.testing.assert_allclose(out.trust, scorer.trust(out.features.astype(np.float64)), rtol=1e-6)
+    assert pipe(x).saliency is None
+    assert pipe.warmup((1, 28, 28), (4,))  # maps bucket -> strategy
+
+
+def test_noise_gets_lower_trust_than_clean(tiny_mnist, scorer) -> None:
+    pipe = GGAPipeline(tiny_mnist.model, scorer)
+    clean = pipe(tiny_mnist.x_test[:64]).trust
+    noise = pipe(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))).trust
+    assert np.median(noise) < np.median(clean)
+
+
+def test_load_errors(tiny_mnist, scorer, tmp_path) -> None:
+    with pytest.raises(DetectorNotFoundError, match="gga fit"):
+        load_pipeline(tmp_path, tiny_mnist.model, SHA)
+    scorer.save(tmp_path)
+    with pytest.raises(DetectorFileError, match="re-fitted"):
+        load_pipeline(tmp_path, tiny_mnist.model, "11" * 32)
