@@ -1,0 +1,37 @@
+"""What the detector must catch: adversarial attacks and corruptions, in [0, 1] pixel space.
+
+Import attacks from their modules (``from attacks.pgd import PGD``) or build them by name with
+``attacks.registry.make_attack``. The cosine-similarity attack (``attacks.csa``) is not imported
+here: it needs the detector's CSM, and importing the package must not pull in ``detectors``.
+"""
+
+from attacks.base import (
+    Attack,
+    AttackParameterError,
+    AttackResult,
+    NotFittedError,
+    TargetMode,
+    eval_mode,
+)
+from attacks.fgsm import FGSM
+from attacks.lbfgs import LBFGS
+from attacks.pgd import BIM, PGD
+from attacks.registry import ATTACKS, UnknownAttackError, make_attack
+from attacks.universal import UniversalPerturbation
+
+__all__ = [
+    "ATTACKS",
+    "BIM",
+    "FGSM",
+    "LBFGS",
+    "PGD",
+    "Attack",
+    "AttackParameterError",
+    "AttackResult",
+    "NotFittedError",
+    "TargetMode",
+    "UniversalPerturbation",
+    "UnknownAttackError",
+    "eval_mode",
+    "make_attack",
+]
