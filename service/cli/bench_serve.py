@@ -1,0 +1,51 @@
+"""``gga bench serve``: the served model under 1, 8 and 32 concurrent clients.
+
+The ``bench`` group (service/cli/bench.py) adds this sub-subcommand with
+``bench_serve.register_serve(bench_subparsers)``.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="benchmark the real server (loopback) against the offline engine",
+    )
+    p.add_argument("--model", default="fashion-mnist-cnn")
+    p.add_argument("--repo", help="model repository folder (default: the shipped zoo)")
+    p.add_argument("--data-dir", help="data sets folder (default: $GGA_DATA_DIR)")
+    p.add_argument(
+        "--clients", default="1,8,32", help="comma-separated concurrency levels (default 1,8,32)"
+    )
+    p.add_argument("--requests", type=int, default=2000, help="most requests per level")
+    p.add_argument("--seconds", type=float, default=20.0, help="longest per level")
+    p.add_argument(
+        "--threads", type=int, help="torch threads for server and offline run (default: torch's)"
+    )
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.bench_serve import format_table, run_benchmark, to_json
+
+    levels = tuple(int(c) for c in args.clients.split(",") if c.strip())
+    results = run_benchmark(
+        model=args.model,
+        repo=args.repo,
+        data_dir=args.data_dir,
+        levels=levels,
+        max_requests=args.requests,
+        max_seconds=args.seconds,
+        threads=args.threads,
+    )
+    report = to_json(results)
+    sys.stdout.write(format_table(results) + "\n\n")
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0

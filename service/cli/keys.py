@@ -1,0 +1,48 @@
+"""``gga keys create|list|revoke``: manage the service's API keys in the result store."""
+
+import argparse
+import sys
+
+from service.settings import get_settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("keys", help="create, list and revoke API keys")
+    p.add_argument("--database-url", help="SQLAlchemy URL of the store (default GGA_DATABASE_URL)")
+    sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = sub.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("name", nargs="?", default="default", help="a label for the key")
+    sub.add_parser("list", help="list keys (ids and names, never secrets)")
+    revoke = sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.auth import create_key
+    from service.errors import ServiceError
+    from service.store import Database
+    from service.store import repository as repo
+
+    settings = get_settings(database_url=args.database_url)
+    db = Database(settings.database_url)
+    try:
+        db.upgrade()
+        if args.keys_command == "create":
+            key_id, key = create_key(db, args.name, pepper=settings.key_pepper)
+            sys.stdout.write(f"{key}\n")
+            sys.stderr.write(
+                f"created key {key_id} ({args.name}); store it now, it cannot be shown again\n"
+            )
+        elif args.keys_command == "list":
+            for row in repo.list_keys(db):
+                state = "revoked" if row["revoked_at"] else "active"
+                created = row["created_at"].isoformat(timespec="seconds")
+                sys.stdout.write(f"{row['id']}  {state:7}  {created}  {row['name']}\n")
+        elif not repo.revoke_key(db, args.key_id):
+            raise ServiceError(f"no active key {args.key_id!r}; see `gga keys list`")
+        else:
+            sys.stdout.write(f"revoked {args.key_id}\n")
+    finally:
+        db.dispose()
+    return 0

@@ -1,0 +1,201 @@
+"""The service's error vocabulary: one base carrying an HTTP status, subclasses composing messages.
+
+Deep code (decoding, the data plane, the batcher, the store) raises these; ``app.py`` maps them to a
+response in one handler, in the v1 body ``{"error": {"code", "message"}}`` or the v2 body
+``{"error": "..."}``. Nothing else in the service chooses a status code.
+"""
+
+from http import HTTPStatus
+
+from models.errors import GGAUserError
+
+
+class ServiceError(GGAUserError):
+    """Base of every error the service answers with a 4xx or 5xx.
+
+    Attributes:
+        status: The HTTP status of the response.
+        code: A stable machine-readable code for the v1 body.
+        headers: Extra response headers (``Retry-After``).
+    """
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidInput(ServiceError, ValueError):
+    """The request is well-formed HTTP but its content cannot be used (422)."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "invalid_input"
+
+
+class InvalidImage(InvalidInput):
+    """An uploaded image cannot be decoded or converted to the model's input."""
+
+    code = "invalid_image"
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"image {index}: {reason}")
+
+
+class InvalidTensor(InvalidInput):
+    """A tensor input has the wrong shape, type or values."""
+
+    code = "invalid_tensor"
+
+
+class InvalidJSON(InvalidInput):
+    """The body is not valid JSON, or not the JSON object the endpoint expects."""
+
+    code = "invalid_json"
+
+
+class PayloadTooLarge(ServiceError, ValueError):
+    """The body, the number of images, or one image's pixel count is over a limit (413)."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+
+
+class BodyTooLarge(PayloadTooLarge):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"request body exceeds {limit} bytes; send fewer or smaller images per request "
+            "(the limit is GGA_MAX_BODY_BYTES)"
+        )
+
+
+class TooManyImages(PayloadTooLarge):
+    def __init__(self, count: int | None, limit: int) -> None:
+        sent = f"{count} images" if count is not None else f"more than {limit + 1} images"
+        super().__init__(
+            f"{sent} in one request, at most {limit} allowed; split the request "
+            "(the limit is GGA_MAX_IMAGES_PER_REQUEST)"
+        )
+
+
+class TooManyPixels(PayloadTooLarge):
+    def __init__(self, index: int, pixels: int, limit: int) -> None:
+        super().__init__(
+            f"image {index} has {pixels} pixels, at most {limit} allowed "
+            "(the limit is GGA_MAX_PIXELS)"
+        )
+
+
+class UnsupportedMediaType(ServiceError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+
+    def __init__(self, content_type: str, accepted: str) -> None:
+        super().__init__(
+            f"content type {content_type or 'none'!r} is not accepted; send {accepted}"
+        )
+
+
+class ModelNotFound(ServiceError, LookupError):
+    status = HTTPStatus.NOT_FOUND
+    code = "model_not_found"
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        known = ", ".join(available) or "none"
+        super().__init__(f"model {name!r} is not served here; available: {known}")
+
+
+class PredictionNotFound(ServiceError, LookupError):
+    status = HTTPStatus.NOT_FOUND
+    code = "prediction_not_found"
+
+    def __init__(self, prediction_id: str) -> None:
+        super().__init__(f"no prediction with id {prediction_id!r}")
+
+
+class InvalidCursor(InvalidInput):
+    code = "invalid_cursor"
+
+    def __init__(self) -> None:
+        super().__init__("the cursor is not one this service issued; start again without it")
+
+
+class ModelNotReady(ServiceError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "model_not_ready"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"model {name!r} is still loading; retry shortly", headers={"Retry-After": "1"}
+        )
+
+
+class QueueFull(ServiceError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "queue_full"
+
+    def __init__(self, name: str, capacity: int, retry_after_s: int = 1) -> None:
+        super().__init__(
+            f"model {name!r} has {capacity} images queued, its limit; retry after "
+            f"{retry_after_s} s (the limit is GGA_QUEUE_SIZE)",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+class DeadlineExceeded(ServiceError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "deadline_exceeded"
+
+    def __init__(self, name: str, timeout_s: float) -> None:
+        super().__init__(
+            f"model {name!r} could not answer within {timeout_s:g} s; nothing was stored, "
+            "retry later (the limit is GGA_REQUEST_TIMEOUT_S)",
+            headers={"Retry-After": "1"},
+        )
+
+
+class ShuttingDown(ServiceError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server is shutting down; retry on another instance", headers={"Retry-After": "1"}
+        )
+
+
+class Unauthorized(ServiceError):
+    status = HTTPStatus.UNAUTHORIZED
+    code = "unauthorized"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
+            "(create one with `gga keys create`)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+class RateLimited(ServiceError):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    code = "rate_limited"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            f"rate limit of this API key exceeded; retry after {retry_after_s} s",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+class ServiceStarting(ServiceError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "starting"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the service is still starting (store migration, model loading); retry shortly",
+            headers={"Retry-After": "1"},
+        )

@@ -1,0 +1,197 @@
+"""Every pydantic model on the wire, v1 (native) and v2 (Open Inference Protocol), in one module.
+
+Request models here describe what a client may send (they feed ``/openapi.json``); the data plane
+works on internal objects, not on these.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable error code, e.g. 'invalid_image'.")
+    message: str = Field(description="What is wrong and how to fix it.")
+
+
+class ErrorV1(BaseModel):
+    error: ErrorDetail
+
+
+class ErrorV2(BaseModel):
+    error: str
+
+
+# -- v1: predict ------------------------------------------------------------------------------
+
+
+class PredictJSON(BaseModel):
+    """JSON body of ``POST /v1/models/{name}/predict``: exactly one of ``images`` or ``tensor``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[str] | None = Field(
+        None, description="Base64-encoded PNG or JPEG files, one per image."
+    )
+    tensor: list[Any] | None = Field(
+        None,
+        description="Pixels in [0, 1], nested lists of shape (N, C, H, W), (C, H, W) or (H, W).",
+    )
+
+
+class Explanation(BaseModel):
+    features: dict[str, float] = Field(description="The ten GGA features by name.")
+    classes: list[int] = Field(description="Class index of each CSM row.")
+    csm: list[list[float]] = Field(description="Cosine similarity matrix of the saliency maps.")
+
+
+class Saliency(BaseModel):
+    predicted: str = Field(description="Sign map of the predicted class, PNG base64 (grey 0.5=0).")
+    runner_up: str | None = Field(None, description="Sign map of the second most probable class.")
+    runner_up_label: int | None = None
+
+
+class PredictionOut(BaseModel):
+    id: str = Field(description="Id to query later with GET /v1/predictions/{id}.")
+    model: str
+    model_version: str
+    label: int
+    class_name: str
+    probabilities: list[float]
+    trust_score: float = Field(description="Calibrated trust in (0, 1]; low means untrusted.")
+    flagged: bool = Field(description="True when trust_score is below the model's alpha.")
+    created_at: dt.datetime
+    explanation: Explanation | None = None
+    saliency: Saliency | None = None
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut]
+
+
+class StoredPrediction(BaseModel):
+    id: str
+    model: str
+    model_version: str
+    label: int
+    class_name: str
+    probabilities: list[float]
+    trust_score: float
+    flagged: bool
+    created_at: dt.datetime
+    features: dict[str, float] | None = None
+    request_id: str
+
+
+class PredictionPage(BaseModel):
+    predictions: list[StoredPrediction]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page.")
+
+
+class DetectorInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    alpha: float
+    n_calibration: int
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+    ready: bool
+    architecture: str
+    dataset: str
+    input_shape: list[int]
+    class_names: list[str]
+    preprocessing: dict[str, Any]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+    detector: DetectorInfo | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelOut]
+    default_model: str
+
+
+class Stats(BaseModel):
+    model: str | None
+    window: str | None
+    count: int
+    flagged: int
+    flag_rate: float | None
+    trust_quantiles: dict[str, float] | None
+
+
+# -- v2: Open Inference Protocol --------------------------------------------------------------
+
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+]  # fmt: skip
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: Datatype
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Datatype
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Datatype
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str
+    parameters: dict[str, Any] | None = None
+    outputs: list[ResponseOutput]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool

@@ -1,0 +1,145 @@
+"""The native v1 API: predict with trust scores, stored predictions, models, stats."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+
+from service.model import RequestContext
+from service.protocol.decode import ACCEPTED, read_predict_body
+from service.protocol.deps import CallerDep, DataPlaneDep
+from service.protocol.schemas import (
+    ErrorV1,
+    ModelList,
+    ModelOut,
+    PredictionPage,
+    PredictJSON,
+    PredictResponse,
+    Stats,
+    StoredPrediction,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorV1} for code in (401, 404, 413, 415, 422, 429, 503)
+}
+
+# The body is read by the handler (it must be size-checked and may be multipart or JSON), so its
+# schema is declared here for /openapi.json rather than inferred from a parameter.
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": ACCEPTED,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        }
+                    },
+                    "required": ["file"],
+                }
+            },
+            "application/json": {"schema": PredictJSON.model_json_schema()},
+        },
+    }
+}
+
+
+async def predict(
+    name: str,
+    request: Request,
+    dataplane: DataPlaneDep,
+    caller: CallerDep,
+    explain: Annotated[bool, Query(description="add the ten features and the CSM")] = False,
+    saliency: Annotated[bool, Query(description="add sign maps (PNG base64)")] = False,
+) -> Response:
+    """Classify images; every prediction comes with a calibrated trust score and an id."""
+    model = dataplane.model(name)
+    inputs = await read_predict_body(request, dataplane.input_spec(model))
+    context = RequestContext(
+        request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+        owner=caller,
+        explain=explain,
+        saliency=saliency,
+    )
+    results = await dataplane.predict(name, inputs, context)
+    # Serialised here once; returning the model would make FastAPI validate it a second time,
+    # a cost paid on the event loop for every request.
+    body = PredictResponse.model_validate({"predictions": results}).model_dump_json()
+    return Response(body, media_type="application/json")
+
+
+async def get_prediction(
+    prediction_id: str, dataplane: DataPlaneDep, caller: CallerDep
+) -> StoredPrediction:
+    """One stored prediction (only the caller's own when keys are on)."""
+    return StoredPrediction.model_validate(await dataplane.get_prediction(prediction_id, caller))
+
+
+async def list_predictions(
+    dataplane: DataPlaneDep,
+    caller: CallerDep,
+    model: str | None = None,
+    flagged: bool | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> PredictionPage:
+    """Stored predictions, newest first; follow ``next_cursor`` for older ones."""
+    rows, next_cursor = await dataplane.list_predictions(
+        caller,
+        model=model,
+        flagged=flagged,
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+    )
+    return PredictionPage.model_validate({"predictions": rows, "next_cursor": next_cursor})
+
+
+async def list_models(dataplane: DataPlaneDep, caller: CallerDep) -> ModelList:
+    """The served models with their cards and detector summaries."""
+    return ModelList.model_validate(
+        {"models": dataplane.models_info(), "default_model": dataplane.settings.default_model}
+    )
+
+
+async def get_model(name: str, dataplane: DataPlaneDep, caller: CallerDep) -> ModelOut:
+    """One served model: card, detector summary, calibration and alpha."""
+    return ModelOut.model_validate(dataplane.model_info(name))
+
+
+async def get_stats(
+    dataplane: DataPlaneDep,
+    caller: CallerDep,
+    model: str | None = None,
+    window: Annotated[str | None, Query(description="e.g. 15m, 24h, 7d", max_length=16)] = None,
+) -> Stats:
+    """Counts, flag rate and trust-score quantiles of the caller's predictions."""
+    return Stats.model_validate(await dataplane.stats(caller, model, window))
+
+
+def register_v1_endpoints(app: FastAPI) -> None:
+    """Add the v1 routes to ``app``: one table, handlers above."""
+    router = APIRouter(prefix="/v1", tags=["v1"], responses=ERRORS)
+    router.add_api_route(
+        "/models/{name}/predict",
+        predict,
+        methods=["POST"],
+        openapi_extra=PREDICT_BODY,
+        response_model=PredictResponse,
+    )
+    router.add_api_route("/predictions/{prediction_id}", get_prediction, methods=["GET"])
+    router.add_api_route("/predictions", list_predictions, methods=["GET"])
+    router.add_api_route("/models", list_models, methods=["GET"])
+    router.add_api_route("/models/{name}", get_model, methods=["GET"])
+    router.add_api_route("/stats", get_stats, methods=["GET"])
+    app.include_router(router)

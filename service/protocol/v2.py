@@ -1,0 +1,212 @@
+"""The Open Inference Protocol (KServe v2 / Triton) endpoints, binary tensor extension included."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import numpy as np
+import pydantic
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from service.errors import InvalidInput, InvalidJSON, InvalidTensor
+from service.model import RequestContext
+from service.protocol import v2_binary
+from service.protocol.decode import check_tensor
+from service.protocol.deps import CallerDep, DataPlaneDep
+from service.protocol.schemas import (
+    ErrorV2,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    ReadyResponse,
+    ServerMetadata,
+    TensorMetadata,
+)
+
+SERVER_NAME = "gga-serve"
+SERVER_VERSION = "0.1.0"
+INPUT_NAME = "image"
+OUTPUTS: dict[str, str] = {
+    "probabilities": "FP32",
+    "label": "INT64",
+    "trust_score": "FP32",
+    "flagged": "BOOL",
+    "prediction_id": "BYTES",
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorV2} for code in (400, 401, 404, 413, 422, 429, 503)
+}
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "An inference request (JSON), optionally followed by binary tensor data "
+        "whose JSON length is given in the Inference-Header-Content-Length header.",
+        "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+    }
+}
+
+
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(
+        name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data"]
+    )
+
+
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+async def ready(request: Request) -> JSONResponse:
+    is_ready = request.app.state.registry.ready
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+async def model_metadata(name: str, dataplane: DataPlaneDep, caller: CallerDep) -> ModelMetadata:
+    model = dataplane.model(name, require_ready=False)
+    c, h, w = model.card.input_shape
+    k = len(model.card.class_names)
+    shapes = {"probabilities": [-1, k], "label": [-1], "trust_score": [-1]}
+    return ModelMetadata(
+        name=name,
+        versions=[str(model.card.version)],
+        platform="pytorch_gga",
+        inputs=[TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, c, h, w])],
+        outputs=[
+            TensorMetadata(name=n, datatype=t, shape=shapes.get(n, [-1]))
+            for n, t in OUTPUTS.items()
+        ],
+    )
+
+
+async def model_ready(name: str, dataplane: DataPlaneDep, caller: CallerDep) -> ReadyResponse:
+    dataplane.model(name)  # raises ModelNotReady (503) while loading
+    return ReadyResponse(ready=True)
+
+
+def _input_array(req: InferRequest, raw: list[bytes | None]) -> np.ndarray:
+    if len(req.inputs) != 1 or req.inputs[0].name != INPUT_NAME:
+        names = [i.name for i in req.inputs]
+        raise InvalidInput(f"expected one input named {INPUT_NAME!r}, got {names}")
+    spec, blob = req.inputs[0], raw[0]
+    if spec.datatype not in ("FP32", "FP64"):
+        raise InvalidTensor(f"input {INPUT_NAME!r} must be FP32, got {spec.datatype}")
+    count = v2_binary.element_count(spec.shape)
+    if blob is not None:
+        return v2_binary.from_bytes(spec.datatype, spec.shape, blob, INPUT_NAME)
+    if spec.data is None:
+        raise InvalidTensor(f"input {INPUT_NAME!r} has neither data nor binary_data_size")
+    try:
+        flat = np.asarray(spec.data, dtype=np.float32).reshape(-1)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise InvalidTensor(f"input {INPUT_NAME!r}: data must be numbers ({err})") from err
+    if flat.size != count:
+        raise InvalidTensor(
+            f"input {INPUT_NAME!r}: {flat.size} values do not fill shape {spec.shape}"
+        )
+    return flat.reshape(spec.shape)
+
+
+def _wanted_outputs(req: InferRequest) -> list[tuple[str, bool]]:
+    default_binary = bool((req.parameters or {}).get("binary_data_output", False))
+    if not req.outputs:
+        return [(name, default_binary) for name in OUTPUTS]
+    wanted = []
+    for out in req.outputs:
+        if out.name not in OUTPUTS:
+            raise InvalidInput(f"unknown output {out.name!r}; known: {', '.join(OUTPUTS)}")
+        wanted.append((out.name, bool((out.parameters or {}).get("binary_data", default_binary))))
+    return wanted
+
+
+async def infer(
+    name: str, request: Request, dataplane: DataPlaneDep, caller: CallerDep
+) -> Response:
+    """Run an inference request (JSON or with binary tensor data)."""
+    model = dataplane.model(name)
+    header, tail = v2_binary.split_body(
+        await request.body(), request.headers.get(v2_binary.HEADER_LENGTH)
+    )
+    try:
+        req = InferRequest.model_validate_json(header)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidJSON(f"inference request {where}: {first['msg']}") from err
+    raw = v2_binary.binary_slices(
+        [(i.parameters or {}).get("binary_data_size") for i in req.inputs], tail
+    )
+    array = _input_array(req, raw)
+    spec = dataplane.input_spec(model)
+    if array.ndim == 3 and spec.input_shape[0] == 1:
+        array = array[:, None]  # [N, H, W] grey images
+    if array.ndim != 4:
+        raise InvalidTensor(f"input {INPUT_NAME!r} must be [N, C, H, W] or [N, H, W]")
+    inputs = check_tensor(np.asarray(array, dtype=np.float32), spec)
+    wanted = _wanted_outputs(req)
+    request_id = req.id or uuid.uuid4().hex
+    context = RequestContext(request_id=request_id, owner=caller)
+    results = await dataplane.predict(name, inputs, context)
+    arrays = {
+        "probabilities": np.asarray([r["probabilities"] for r in results], dtype=np.float32),
+        "label": np.asarray([r["label"] for r in results], dtype=np.int64),
+        "trust_score": np.asarray([r["trust_score"] for r in results], dtype=np.float32),
+        "flagged": np.asarray([r["flagged"] for r in results], dtype=np.bool_),
+        "prediction_id": [r["id"].encode() for r in results],
+    }
+    return _encode(name, model.card.version, request_id, wanted, arrays)
+
+
+def _encode(
+    name: str,
+    version: str,
+    request_id: str,
+    wanted: list[tuple[str, bool]],
+    arrays: dict[str, Any],
+) -> Response:
+    outputs, blobs = [], []
+    for out_name, binary in wanted:
+        datatype = OUTPUTS[out_name]
+        values = arrays[out_name]
+        shape = list(np.shape(values)) if datatype != "BYTES" else [len(values)]
+        entry: dict[str, Any] = {"name": out_name, "datatype": datatype, "shape": shape}
+        if binary:
+            blob = v2_binary.to_bytes(datatype, values)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif datatype == "BYTES":
+            entry["data"] = [v.decode() for v in values]
+        else:
+            entry["data"] = np.asarray(values).reshape(-1).tolist()
+        outputs.append(entry)
+    body = InferResponse(
+        model_name=name, model_version=str(version), id=request_id, outputs=outputs
+    ).model_dump(exclude_none=True)
+    header = json.dumps(body, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={v2_binary.HEADER_LENGTH: str(len(header))},
+    )
+
+
+def register_v2_endpoints(app: FastAPI) -> None:
+    """Add the Open Inference Protocol routes to ``app``."""
+    router = APIRouter(prefix="/v2", tags=["v2"], responses=ERRORS)
+    router.add_api_route("", server_metadata, methods=["GET"])
+    router.add_api_route("/health/live", live, methods=["GET"])
+    router.add_api_route("/health/ready", ready, methods=["GET"])
+    router.add_api_route("/models/{name}", model_metadata, methods=["GET"])
+    router.add_api_route("/models/{name}/ready", model_ready, methods=["GET"])
+    router.add_api_route(
+        "/models/{name}/infer",
+        infer,
+        methods=["POST"],
+        openapi_extra=INFER_BODY,
+        response_model=InferResponse,
+    )
+    app.include_router(router)

@@ -1,0 +1,97 @@
+"""The service's one configuration object, read from ``GGA_*`` variables and an optional ``.env``.
+
+Built by :func:`get_settings` (never at import time) and passed to ``create_app(settings)``;
+library code below ``service`` takes plain arguments instead. Every field is documented in
+``docs/configuration.md``.
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "fashion-mnist-cnn"
+
+
+def _split_csv(value: object) -> object:
+    """Accept ``a,b`` from the environment as well as a JSON/Python list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything ``gga serve`` can be told; see docs/configuration.md for the table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GGA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    repo: Path | None = None
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    default_model: str = DEFAULT_MODEL
+    database_url: str = "sqlite:///gga.db"
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_latency_ms: float = Field(5.0, ge=0.0, le=10_000.0)
+    queue_size: int = Field(256, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0.0)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_images_per_request: int = Field(64, ge=1)
+    max_pixels: int = Field(4096 * 4096, ge=1)
+    api_keys_required: bool = False
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rate_limit: float = Field(50.0, ge=0.0)
+    rate_limit_burst: int = Field(100, ge=1)
+    device: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [1, 8, 32])
+    key_pepper: str = ""
+
+    @field_validator("models", "api_keys", "warmup_batch_sizes", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if any(b < 1 for b in self.warmup_batch_sizes):
+            raise ValueError("warmup_batch_sizes must all be >= 1")
+        if self.models and self.default_model not in self.models:
+            # The default must be served; with an explicit list, its first entry is the default.
+            self.default_model = self.models[0]
+        if self.queue_size < self.max_batch_size:
+            raise ValueError(
+                f"queue_size ({self.queue_size}) must be >= max_batch_size "
+                f"({self.max_batch_size}), or no batch could ever fill: raise GGA_QUEUE_SIZE"
+            )
+        return self
+
+    @property
+    def served_models(self) -> list[str]:
+        """The models to load: ``models`` if given, else the default model alone."""
+        return list(self.models) if self.models else [self.default_model]
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment and ``.env``, with explicit overrides on top.
+
+    Args:
+        **overrides: Field values that win over the environment (the CLI's flags).
+
+    Returns:
+        The validated settings.
+    """
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

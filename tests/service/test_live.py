@@ -1,0 +1,179 @@
+"""A real ``gga serve`` process over loopback HTTP: batching, tritonclient, overload, restarts.
+
+Each server start loads torch and warms the engine up (seconds on a shared CI box), so one
+server is shared by the module and the lifecycle test starts only the two it needs.
+"""
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.store import Database
+from service.store import repository as repo
+from tests.service.support import LiveServer
+
+MODEL = "fashion-mnist-cnn"
+PREDICT = f"/v1/models/{MODEL}/predict"
+
+
+@pytest.fixture(scope="module")
+def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("live")
+    srv = LiveServer(model_repo, f"sqlite:///{work / 'gga.db'}", work).start()
+    yield srv
+    assert srv.stop() == 0
+
+
+def _predict(url: str, png: bytes) -> dict:
+    r = httpx.post(url + PREDICT, files={"file": ("x.png", png, "image/png")}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["predictions"][0]
+
+
+async def _burst(url: str, pngs: list[bytes], timeout: float = 60.0) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(pngs), max_keepalive_connections=len(pngs))
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        return await asyncio.gather(
+            *(client.post(PREDICT, files={"file": ("x.png", p, "image/png")}) for p in pngs)
+        )
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_batching_invariance_over_http(server: LiveServer, fmnist_pngs: list[bytes]) -> None:
+    pngs = fmnist_pngs[:12]
+    alone = [_predict(server.url, p) for p in pngs]  # one request at a time: batches of one
+    before = httpx.get(server.url + "/metrics").text
+    together = asyncio.run(_burst(server.url, pngs))
+    after = httpx.get(server.url + "/metrics").text
+    assert all(r.status_code == 200 for r in together), [r.text for r in together]
+    batches = _metric(after, "gga_batch_size_count") - _metric(before, "gga_batch_size_count")
+    images = _metric(after, "gga_batch_size_sum") - _metric(before, "gga_batch_size_sum")
+    assert images == 12 and batches < 12, "concurrent requests were never batched together"
+    for single, resp in zip(alone, together, strict=True):
+        batched = resp.json()["predictions"][0]
+        assert batched["label"] == single["label"]
+        np.testing.assert_allclose(batched["probabilities"], single["probabilities"], atol=1e-5)
+        assert batched["trust_score"] == pytest.approx(single["trust_score"], abs=1e-6)
+        assert batched["id"] != single["id"]
+
+
+def test_tritonclient_round_trip(server: LiveServer, fmnist_test) -> None:
+    import tritonclient.http as triton
+
+    x = fmnist_test.float()[:4].numpy()
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
+    meta = client.get_model_metadata(MODEL)
+    assert meta["inputs"][0]["shape"] == [-1, 1, 28, 28]
+    image = triton.InferInput("image", list(x.shape), "FP32")
+    image.set_data_from_numpy(x)  # binary_data=True, tritonclient's default
+    result = client.infer(MODEL, [image])  # no outputs named: all, as binary
+    probs = result.as_numpy("probabilities")
+    labels = result.as_numpy("label")
+    trust = result.as_numpy("trust_score")
+    flagged = result.as_numpy("flagged")
+    ids = result.as_numpy("prediction_id")
+    assert probs.shape == (4, 10) and probs.dtype == np.float32
+    assert labels.dtype == np.int64 and flagged.dtype == np.bool_ and trust.shape == (4,)
+    assert np.array_equal(labels, probs.argmax(1))
+    for i in range(4):
+        stored = httpx.get(f"{server.url}/v1/predictions/{ids[i].decode()}").json()
+        assert stored["label"] == labels[i]
+        assert stored["trust_score"] == pytest.approx(float(trust[i]), rel=1e-6)
+    # Requested-output selection, one output as JSON and one binary.
+    outputs = [
+        triton.InferRequestedOutput("label", binary_data=False),
+        triton.InferRequestedOutput("trust_score", binary_data=True),
+    ]
+    result = client.infer(MODEL, [image], outputs=outputs)
+    assert np.array_equal(result.as_numpy("label"), labels)
+    assert result.as_numpy("probabilities") is None
+    client.close()
+
+
+def test_overload_only_200_and_503(server: LiveServer, fmnist_pngs: list[bytes]) -> None:
+    pngs = (fmnist_pngs * 3)[:160]  # 10x the queue of 16 images, all at once
+    start = time.monotonic()
+    responses = asyncio.run(_burst(server.url, pngs, timeout=120))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503}, sorted(set(codes))
+    assert 503 in codes and 200 in codes
+    refused = next(r for r in responses if r.status_code == 503)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["error"]["code"] == "queue_full"
+    assert time.monotonic() - start < 120
+    metrics = httpx.get(server.url + "/metrics").text
+    assert (
+        _metric(metrics, 'gga_rejected_requests_total{model="fashion-mnist-cnn",reason="queue') > 0
+    )
+
+
+def test_sigterm_drains_restart_keeps_ids_kill9_loses_nothing(
+    model_repo: Path, tmp_path: Path, fmnist_pngs: list[bytes]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'gga.db'}"
+    first = LiveServer(model_repo, url, tmp_path).start()
+    kept = [_predict(first.url, p) for p in fmnist_pngs[:3]]
+
+    async def burst_then_sigterm() -> list:
+        pending = asyncio.ensure_future(_burst(first.url, fmnist_pngs[:8]))
+        await asyncio.sleep(0.05)
+        first.process.send_signal(signal.SIGTERM)
+        return await pending
+
+    drained = asyncio.run(burst_then_sigterm())
+    assert first.process.wait(60) == 0, first.log.read_text()[-2000:]
+    answered = [r.json()["predictions"][0] for r in drained if r.status_code == 200]
+
+    second = LiveServer(model_repo, url, tmp_path).start()
+    for pred in kept + answered:
+        stored = httpx.get(f"{second.url}/v1/predictions/{pred['id']}")
+        assert stored.status_code == 200 and stored.json()["label"] == pred["label"]
+
+    received: list[str] = []
+
+    async def load_then_kill() -> None:
+        async with httpx.AsyncClient(base_url=second.url, timeout=30) as client:
+
+            async def worker(i: int) -> None:
+                while True:
+                    png = fmnist_pngs[i % len(fmnist_pngs)]
+                    try:
+                        r = await client.post(PREDICT, files={"file": ("x.png", png, "image/png")})
+                    except httpx.HTTPError:
+                        return
+                    if r.status_code == 200:
+                        received.append(r.json()["predictions"][0]["id"])
+                    i += 8
+
+            workers = [asyncio.ensure_future(worker(i)) for i in range(8)]
+            while len(received) < 30:
+                await asyncio.sleep(0.01)
+            os.kill(second.process.pid, signal.SIGKILL)
+            await asyncio.wait_for(asyncio.gather(*workers), 60)
+
+    asyncio.run(load_then_kill())
+    second.process.wait(30)
+    db = Database(url)
+    try:
+        missing = [pid for pid in received if not _exists(db, pid)]
+    finally:
+        db.dispose()
+    assert not missing, f"{len(missing)} of {len(received)} answered predictions were lost"
+
+
+def _exists(db: Database, prediction_id: str) -> bool:
+    try:
+        repo.get_prediction(db, prediction_id, None)
+    except LookupError:
+        return False
+    return True

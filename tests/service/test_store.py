@@ -1,0 +1,107 @@
+"""The result store on SQLite and PostgreSQL: migrations, one-transaction writes, keyset pages."""
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from service.errors import InvalidCursor, PredictionNotFound
+from service.store import Database, new_id
+from service.store import repository as repo
+from service.store.migrate import current
+
+
+def _row(model: str = "m", owner: str | None = None, flagged: bool = False, trust: float = 0.5):
+    return {
+        "id": new_id(),
+        "created_at": dt.datetime.now(dt.UTC),
+        "model": model,
+        "model_version": "1",
+        "label": 3,
+        "class_name": "dress",
+        "probabilities": [0.1, 0.9],
+        "trust_score": trust,
+        "flagged": flagged,
+        "features": [0.0] * 10,
+        "api_key_id": owner,
+        "request_id": "req",
+    }
+
+
+@pytest.fixture
+def db(database_url: str):
+    database = Database(database_url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def test_upgrade_creates_tables_and_is_idempotent(db: Database) -> None:
+    assert current(db.url) == "0001"
+    db.upgrade()  # a second upgrade on a current database changes nothing
+    names = set(sa.inspect(db.engine).get_table_names())
+    assert {"predictions", "api_keys", "alembic_version"} <= names
+    indexes = {i["name"] for i in sa.inspect(db.engine).get_indexes("predictions")}
+    assert "ix_predictions_model_id" in indexes
+
+
+def test_ids_sort_by_creation() -> None:
+    ids = [new_id() for _ in range(1000)]
+    assert ids == sorted(ids) and len(set(ids)) == 1000 and all(len(i) == 26 for i in ids)
+
+
+def test_round_trip_keeps_values_and_utc(db: Database) -> None:
+    row = _row()
+    repo.save_predictions(db, [row])
+    got = repo.get_prediction(db, row["id"], None)
+    assert got["probabilities"] == [0.1, 0.9] and got["features"] == [0.0] * 10
+    assert got["created_at"].tzinfo is not None
+    assert abs((got["created_at"] - row["created_at"]).total_seconds()) < 1e-3
+
+
+def test_owner_isolation(db: Database) -> None:
+    mine, theirs = _row(owner="a"), _row(owner="b")
+    repo.save_predictions(db, [mine, theirs])
+    assert repo.get_prediction(db, mine["id"], "a")["id"] == mine["id"]
+    with pytest.raises(PredictionNotFound):
+        repo.get_prediction(db, theirs["id"], "a")
+    rows, _ = repo.list_predictions(db, "a")
+    assert [r["id"] for r in rows] == [mine["id"]]
+
+
+def test_batch_is_one_transaction(db: Database) -> None:
+    good = _row()
+    duplicate = dict(_row(), id=good["id"])  # primary-key clash fails the whole batch
+    with pytest.raises(sa.exc.IntegrityError):
+        repo.save_predictions(db, [good, duplicate])
+    rows, _ = repo.list_predictions(db, None)
+    assert rows == []
+
+
+def test_keyset_pagination_and_filters(db: Database) -> None:
+    rows = [_row(model="a" if i % 2 else "b", flagged=i % 3 == 0, trust=i / 10) for i in range(7)]
+    repo.save_predictions(db, rows)
+    seen, cursor = [], None
+    while True:
+        page, cursor = repo.list_predictions(db, None, limit=3, cursor=cursor)
+        seen += [r["id"] for r in page]
+        if cursor is None:
+            break
+    assert seen == [r["id"] for r in reversed(rows)]
+    flagged_a, _ = repo.list_predictions(db, None, model="a", flagged=True)
+    assert {r["id"] for r in flagged_a} == {
+        r["id"] for r in rows if r["model"] == "a" and r["flagged"]
+    }
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert repo.list_predictions(db, None, since=future)[0] == []
+    assert len(repo.list_predictions(db, None, until=future)[0]) == 7
+    with pytest.raises(InvalidCursor):
+        repo.list_predictions(db, None, cursor="not-a-cursor")
+
+
+def test_stats(db: Database) -> None:
+    repo.save_predictions(db, [_row(flagged=i < 2, trust=(i + 1) / 10) for i in range(10)])
+    stats = repo.prediction_stats(db, None, model="m")
+    assert stats["count"] == 10 and stats["flagged"] == 2 and stats["flag_rate"] == 0.2
+    assert stats["trust_quantiles"]["p50"] == pytest.approx(0.55)
+    assert repo.prediction_stats(db, "nobody")["count"] == 0
