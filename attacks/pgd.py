@@ -24,7 +24,9 @@ class PGD(Attack):
 
     Each step moves ``step_size`` along ``sign(grad)`` (l_inf) or ``grad / |grad|_2`` (l_2) of the
     loss (away from ``y``, or toward the target when targeted), then projects the perturbation
-    back onto the ball of radius ``eps`` and the pixels onto [0, 1]. The final iterate is returned.
+    back onto the ball of radius ``eps`` and the pixels onto [0, 1]. The final iterate is returned,
+    or, with ``early_stop``, the first iterate that succeeds: such an input stays just past the
+    decision boundary instead of being driven deep into the adversarial class.
 
     Args:
         model: classifier on [0, 1] pixels.
@@ -36,6 +38,7 @@ class PGD(Attack):
         loss: ``"ce"`` cross-entropy on logits, or ``"mse"`` on softmax probabilities.
         target_mode: ``None`` (untargeted) or how targets are chosen.
         seed: seeds the random start and random targets.
+        early_stop: freeze each input at its first successful iterate.
 
     Raises:
         AttackParameterError: a parameter is out of range or names an unknown norm or loss.
@@ -54,8 +57,10 @@ class PGD(Attack):
         loss: str = "ce",
         target_mode: TargetMode | None = None,
         seed: int | None = None,
+        early_stop: bool = False,
     ) -> None:
         super().__init__(model, target_mode=target_mode, seed=seed)
+        self.early_stop = early_stop
         self.eps = check_eps(eps, norm)
         self.norm = norm
         self.step_size = self.eps / 4 if step_size is None else step_size
@@ -80,7 +85,14 @@ class PGD(Attack):
             else:
                 cost = -classification_loss(logits, target, self.loss)
             grad = self.input_gradient(cost, x_adv)
-            x_adv = x_adv.detach() + self.step_size * steepest_step(grad, self.norm)
+            step = self.step_size * steepest_step(grad, self.norm)
+            if self.early_stop:
+                pred = logits.detach().argmax(dim=1)
+                done = pred != y if target is None else pred == target
+                if bool(done.all()):
+                    return x_adv.detach()
+                step = step * (~done).view(-1, *([1] * (x.dim() - 1)))
+            x_adv = x_adv.detach() + step
             delta = project(x_adv - x, self.eps, self.norm)
             x_adv = (x + delta).clamp(0.0, 1.0)
         return x_adv
@@ -104,6 +116,7 @@ class BIM(PGD):
         loss: str = "ce",
         target_mode: TargetMode | None = None,
         seed: int | None = None,
+        early_stop: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -115,4 +128,5 @@ class BIM(PGD):
             loss=loss,
             target_mode=target_mode,
             seed=seed,
+            early_stop=early_stop,
         )

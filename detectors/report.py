@@ -6,7 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from detectors.evaluate import ADAPTIVE_KINDS, COLUMNS, PUBLISHED, EvalResult, roc_curves
+from detectors.evaluate import (
+    ADAPTIVE_KINDS,
+    COLUMNS,
+    EXTRA_KINDS,
+    PUBLISHED,
+    EvalResult,
+    roc_curves,
+)
 from detectors.plots import plot_examples, plot_roc
 
 KIND_LABELS: dict[str, str] = {
@@ -21,6 +28,7 @@ KIND_LABELS: dict[str, str] = {
     "tpgd_ce": "T-PGD CE",
     "tpgd_mse": "T-PGD MSE",
     "csa": "CSA",
+    "pgd_linf_min": "PGD l∞ stopped at success",
 }
 
 
@@ -111,6 +119,20 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
                 "| *GGA (paper)* | "
                 + " | ".join(_paper(published["GGA"].get(k)) for k in adaptive)
                 + " |"
+            )
+    extra = [k for k in EXTRA_KINDS if k in r.kinds]
+    if extra:
+        lines += [
+            "",
+            "Beyond the paper (TNR@95TPR %, successful attacks only): PGD that stops each input at"
+            " its first successful step, so it sits just past the decision boundary.",
+            "",
+            "| method | " + " | ".join(KIND_LABELS[k] for k in extra) + " |",
+            "|---|" + "---|" * len(extra),
+        ]
+        for name in r.tnr:
+            lines.append(
+                f"| {name} | " + " | ".join(_pct(r.tnr[name].get(k)) for k in extra) + " |"
             )
     ood = [k for k in ("ood_dataset", "ood_noise", "ood_photos") if k in r.kinds]
     if ood:

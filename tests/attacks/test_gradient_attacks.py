@@ -98,3 +98,23 @@ def test_seeded_attack_leaves_global_random_state_alone(trained_lenet, correct_b
     torch.manual_seed(123)
     PGD(trained_lenet, eps=0.1, steps=1, seed=0)(correct_batch.x[:4], correct_batch.y[:4])
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.3), ("l2", 3.0)])
+def test_early_stop_freezes_inputs_just_past_the_boundary(trained_lenet, correct_batch, norm, eps):
+    x, y = correct_batch.x, correct_batch.y
+    full = BIM(trained_lenet, eps=eps, norm=norm, steps=40, step_size=eps / 20)(x, y)
+    early = BIM(trained_lenet, eps=eps, norm=norm, steps=40, step_size=eps / 20, early_stop=True)
+    stopped = early(x, y)
+    both = full.success & stopped.success
+    assert stopped.success.float().mean() >= 0.9 * full.success.float().mean()
+    # Stopped inputs are less confidently wrong and closer to x than ones attacked to the end.
+    with torch.no_grad():
+        conf_full = trained_lenet(full.x_adv[both]).softmax(1).max(1).values
+        conf_early = trained_lenet(stopped.x_adv[both]).softmax(1).max(1).values
+    assert conf_early.mean() < conf_full.mean() - 0.1
+    dist_full = perturbation_norm(full.x_adv[both] - x[both], norm)
+    dist_early = perturbation_norm(stopped.x_adv[both] - x[both], norm)
+    assert (dist_early <= dist_full + 1e-5).float().mean() > 0.9
+    # Most cross the boundary with well under the budget, which full PGD then spends anyway.
+    assert (dist_early < eps / 2).float().mean() > 0.5

@@ -44,7 +44,7 @@ def test_fit_then_evaluate_detects_pgd_better_than_chance(tiny_mnist, tmp_path) 
         n=100,
         pgd_steps=10,
         n_baseline_fit=300,
-        kinds=("pgd_linf", "ood_noise"),
+        kinds=("pgd_linf", "pgd_linf_min", "ood_noise"),
         strategy="vmap",
         examples=2,
     )
@@ -60,12 +60,14 @@ def test_fit_then_evaluate_detects_pgd_better_than_chance(tiny_mnist, tmp_path) 
     )
     assert result.kinds["pgd_linf"]["n_untrusted"] > 50
     assert result.auroc["GGA"]["pgd_linf"] > 0.6
+    assert result.auroc["GGA"]["pgd_linf_min"] > 0.6
     assert set(result.tnr) == {"max softmax", "ODIN", "energy", "Mahalanobis", "GGA"}
     assert 0.0 <= result.false_alarm["rate"] <= 0.25  # alpha 0.05 on ~90 inputs: loose bound
     paths = write_report(result, tmp_path, command="gga evaluate tiny")
     data = json.loads(paths["json"].read_text())
     assert data["pooled"]["GGA"]["AUROC"] == pytest.approx(result.pooled["GGA"]["AUROC"])
-    assert "| GGA |" in paths["markdown"].read_text()
+    report = paths["markdown"].read_text()
+    assert "| GGA |" in report and "| method | PGD l∞ stopped at success |" in report
     assert paths["roc"].stat().st_size > 0 and paths["examples_pgd_linf"].stat().st_size > 0
 
 
