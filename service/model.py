@@ -68,7 +68,9 @@ class ServedModel:
         metrics: The service's metrics.
         batching: Batcher limits.
         device: Engine device (None: CPU).
-        warmup_batch_sizes: Batch sizes the engine measures and compiles at load.
+        warmup_batch_sizes: Batch sizes the engine measures and compiles at load; empty (the
+            default) means one per power-of-two bucket up to ``max_batch_size``, so no batch
+            size the batcher can form is auto-tuned on the request path.
     """
 
     def __init__(
@@ -80,7 +82,7 @@ class ServedModel:
         *,
         batching: BatchingConfig | None = None,
         device: str | None = None,
-        warmup_batch_sizes: Sequence[int] = (1, 8, 32),
+        warmup_batch_sizes: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.repository = repository
@@ -93,6 +95,15 @@ class ServedModel:
         self.card: ModelCard = repository.card(name)
         self.pipeline: GGAPipeline | None = None
         self.batcher: Batcher | None = None
+
+    def _warmup_sizes(self) -> tuple[int, ...]:
+        largest = self.batching.max_batch_size
+        if not self.warmup_batch_sizes:
+            # Tuning is per power-of-two bucket; a bucket first met under load would be tuned
+            # there, stalling every request queued behind that batch for the whole measurement.
+            powers = [1 << i for i in range(largest.bit_length()) if 1 << i < largest]
+            return (*powers, largest)
+        return tuple(b for b in self.warmup_batch_sizes if b <= largest) or (1,)
 
     def load(self) -> None:
         """Load weights and detector, warm the engine up, start the batcher; sets ``ready``.
@@ -107,8 +118,7 @@ class ServedModel:
         self.pipeline = load_pipeline(
             loaded.path, loaded.module, loaded.card.weights_sha256, device=self.device
         )
-        sizes = tuple(b for b in self.warmup_batch_sizes if b <= self.batching.max_batch_size)
-        chosen = self.pipeline.warmup(self.card.input_shape, sizes or (1,))
+        chosen = self.pipeline.warmup(self.card.input_shape, self._warmup_sizes())
         self.batcher = Batcher(
             self.name,
             self._run_batch,

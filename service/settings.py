@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(100, ge=1)
     device: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [1, 8, 32])
+    # Empty: one batch size per power-of-two bucket up to max_batch_size (see ServedModel).
+    warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=list)
     key_pepper: str = ""
 
     @field_validator("models", "api_keys", "warmup_batch_sizes", mode="before")
