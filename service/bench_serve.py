@@ -5,11 +5,16 @@ it with 1, 8 and 32 concurrent httpx async clients posting real Fashion-MNIST te
 level bounded by a request count and a time limit, and reads the mean micro-batch size from the
 server's own metrics. The offline pipeline (engine + detector, no HTTP, no store) is then timed
 in-process at that batch size, so the two numbers compare like with like.
+
+On a machine with two or more cores the load generator is pinned to the last core and the server
+(and then the offline run) to the others, as if the clients ran on another machine: on a small
+box an unpinned httpx load generator takes a large share of the cores the server is measured on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -18,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,10 +82,16 @@ class ServerProcess:
         repo: Model repository (None: the shipped one).
         workdir: Folder for the store and the log.
         env: Extra ``GGA_*`` settings.
+        cpus: Pin the server process to these CPUs (None: no pinning).
     """
 
     def __init__(
-        self, model: str, repo: str | None, workdir: Path, env: dict[str, str] | None = None
+        self,
+        model: str,
+        repo: str | None,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        cpus: set[int] | None = None,
     ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -97,6 +109,7 @@ class ServerProcess:
             **(env or {}),
         }
         self.workdir = workdir
+        self.cpus = cpus
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
@@ -107,6 +120,8 @@ class ServerProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # In the child before exec, so every thread torch starts inherits the mask.
+                preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,
             )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -197,6 +212,17 @@ def offline_throughput(
     return done / (time.perf_counter() - start)
 
 
+def split_cpus(pin: bool = True) -> tuple[set[int] | None, set[int] | None]:
+    """(server CPUs, load-generator CPUs): the last available core for the clients, the rest
+    for the server; ``(None, None)`` when not pinning or with fewer than two cores."""
+    if not pin or not hasattr(os, "sched_setaffinity"):
+        return None, None
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None
+    return set(available[:-1]), {available[-1]}
+
+
 def run_benchmark(
     model: str = "fashion-mnist-cnn",
     repo: str | None = None,
@@ -206,6 +232,7 @@ def run_benchmark(
     max_seconds: float = 20.0,
     server_env: dict[str, str] | None = None,
     threads: int | None = None,
+    pin: bool = True,
 ) -> list[LevelResult]:
     """Measure the served model at each concurrency level and the offline pipeline beside it.
 
@@ -217,8 +244,11 @@ def run_benchmark(
         max_requests: Most requests per level.
         max_seconds: Longest per level.
         server_env: Extra ``GGA_*`` settings for the server.
-        threads: torch threads of both the server and the offline run (None: torch's default).
-            The same count on both sides keeps the comparison fair.
+        threads: torch threads of both the server and the offline run (None: one per server
+            CPU when pinned, else torch's default). The same count on both sides keeps the
+            comparison fair.
+        pin: pin the load generator to the last core and the server and offline run to the
+            others (see :func:`split_cpus`).
 
     Returns:
         One :class:`LevelResult` per level.
@@ -232,6 +262,9 @@ def run_benchmark(
     # Every request is logged by httpx at INFO; thousands of lines would bury the results.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     server_env = dict(server_env or {})
+    server_cpus, client_cpus = split_cpus(pin)
+    if threads is None and server_cpus:
+        threads = len(server_cpus)
     if threads is not None:
         server_env["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
@@ -242,7 +275,8 @@ def run_benchmark(
     results = []
     with (
         tempfile.TemporaryDirectory(prefix="gga-bench-") as tmp,
-        ServerProcess(model, repo, Path(tmp), server_env) as server,
+        ServerProcess(model, repo, Path(tmp), server_env, cpus=server_cpus) as server,
+        _pinned(client_cpus),
     ):
         for clients in levels:
             before = httpx.get(server.url + "/metrics").text
@@ -272,11 +306,26 @@ def run_benchmark(
             logger.info("clients=%d: %s", clients, results[-1])
     # Offline after the server is gone, so the two never compete for the CPU.
     x_np = x.numpy()
-    for result in results:
-        result.offline_throughput = offline_throughput(
-            model, repo, x_np, round(result.mean_batch) or 1, seconds=min(5.0, max_seconds)
-        )
+    with _pinned(server_cpus):  # the cores the server had
+        for result in results:
+            result.offline_throughput = offline_throughput(
+                model, repo, x_np, round(result.mean_batch) or 1, seconds=min(5.0, max_seconds)
+            )
     return results
+
+
+@contextlib.contextmanager
+def _pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Run this process on ``cpus`` inside the block (no change when None)."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def floors(results: list[LevelResult]) -> dict[str, object]:
@@ -310,5 +359,11 @@ def format_table(results: list[LevelResult]) -> str:
     return "\n".join(lines)
 
 
-def to_json(results: list[LevelResult]) -> dict[str, object]:
-    return {"levels": [asdict(r) for r in results], "floors": floors(results)}
+def to_json(
+    results: list[LevelResult], setup: dict[str, object] | None = None
+) -> dict[str, object]:
+    return {
+        "setup": setup or {},
+        "levels": [asdict(r) for r in results],
+        "floors": floors(results),
+    }

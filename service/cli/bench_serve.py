@@ -26,12 +26,18 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=int, help="torch threads for server and offline run (default: torch's)"
     )
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let clients and server share every core (default: clients on the last core, "
+        "server and offline run on the others)",
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.bench_serve import format_table, run_benchmark, to_json
+    from service.bench_serve import format_table, run_benchmark, split_cpus, to_json
 
     levels = tuple(int(c) for c in args.clients.split(",") if c.strip())
     results = run_benchmark(
@@ -42,8 +48,16 @@ def run(args: argparse.Namespace) -> int:
         max_requests=args.requests,
         max_seconds=args.seconds,
         threads=args.threads,
+        pin=not args.no_pin,
     )
-    report = to_json(results)
+    server_cpus, client_cpus = split_cpus(not args.no_pin)
+    setup = {
+        "model": args.model,
+        "server_cpus": sorted(server_cpus) if server_cpus else "all",
+        "client_cpus": sorted(client_cpus) if client_cpus else "all",
+        "threads": args.threads or (len(server_cpus) if server_cpus else "torch default"),
+    }
+    report = to_json(results, setup)
     sys.stdout.write(format_table(results) + "\n\n")
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     if args.json:

@@ -1,0 +1,52 @@
+"""``gga bench serve`` against a real server on loopback: a short run, every number filled in."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from service.bench_serve import floors, run_benchmark, split_cpus
+
+
+def test_split_cpus_gives_the_clients_a_core_of_their_own():
+    server, clients = split_cpus(pin=True)
+    available = os.sched_getaffinity(0)
+    if len(available) < 2:
+        assert (server, clients) == (None, None)
+    else:
+        assert server and clients and not server & clients
+        assert server | clients == available and len(clients) == 1
+    assert split_cpus(pin=False) == (None, None)
+
+
+def test_short_run_measures_every_level_without_errors(model_repo, shared_data_dir):
+    results = run_benchmark(
+        model="fashion-mnist-cnn",
+        repo=str(model_repo),
+        data_dir=str(shared_data_dir),
+        levels=(1, 4),
+        max_requests=24,
+        max_seconds=2.0,
+    )
+    assert [r.clients for r in results] == [1, 4]
+    for r in results:
+        assert r.requests > 0 and r.errors == 0 and r.refused == 0
+        assert r.throughput > 0 and 0 < r.p50_ms <= r.p95_ms <= r.p99_ms
+        assert r.mean_batch >= 1.0 and r.offline_throughput > 0
+    assert floors(results) == {"no_errors": True}  # no 1-vs-32 levels here: no ratio floors
+
+
+@pytest.mark.timeout(300)
+def test_cli_writes_json_with_its_setup(model_repo, shared_data_dir, tmp_path):
+    out = tmp_path / "serve.json"
+    cmd = [sys.executable, "-m", "service.cli", "bench", "serve", "--repo", str(model_repo)]
+    cmd += ["--data-dir", str(shared_data_dir), "--clients", "2", "--requests", "8"]
+    cmd += ["--seconds", "1", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["setup"]["model"] == "fashion-mnist-cnn"
+    assert report["levels"][0]["clients"] == 2 and report["levels"][0]["requests"] > 0
+    assert "served/offline" in done.stdout
