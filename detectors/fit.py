@@ -46,6 +46,8 @@ class FitConfig:
         projections: LODA projections.
         bins: LODA bins; ``None`` = 100 for grey inputs, 500 for colour (the paper's choice).
         top_n: saliency for the N most probable classes only (``None`` = all classes).
+        rescale_logits: the reference code's logit rescaling before the loss (see
+            ``EngineOptions``); stored in ``detector.json`` and used wherever it is served.
         batch_size: inputs per engine call.
         n_adversarial: logistic only: fit inputs attacked (half FGSM, half PGD).
         strategy: the engine's backward strategy (speed only; ``"auto"`` measures them).
@@ -59,6 +61,7 @@ class FitConfig:
     projections: int = 100
     bins: int | None = None
     top_n: int | None = None
+    rescale_logits: bool = True
     batch_size: int = 128
     n_adversarial: int = 2_000
     strategy: str = "auto"
@@ -198,7 +201,9 @@ def fit_trust_scorer(
     Raises:
         DetectorFitError: too few correctly classified inputs to fit or calibrate.
     """
-    options = EngineOptions(top_n=config.top_n, strategy=config.strategy)
+    options = EngineOptions(
+        top_n=config.top_n, rescale_logits=config.rescale_logits, strategy=config.strategy
+    )
     engine = GradientEngine(model, options)
     fit_idx, cal_idx = split_indices(len(x), config.n_fit, config.n_cal, config.seed)
     y_np = y.cpu().numpy()

@@ -25,6 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--top-n", type=int, help="saliency for the N most probable classes only")
     p.add_argument(
+        "--no-rescale",
+        action="store_true",
+        help="skip the reference code's logit rescaling z <- 10 z / max|z| (see docs/results.md)",
+    )
+    p.add_argument(
         "--alpha",
         type=float,
         default=DEFAULT_ALPHA,
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         projections=args.projections,
         bins=args.bins,
         top_n=args.top_n,
+        rescale_logits=not args.no_rescale,
         batch_size=args.batch_size,
     )
     loaded = ModelRepository(args.repo).load(args.model)

@@ -101,10 +101,12 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> No
     common = ["--repo", str(repo), "--data-dir", str(shared_data_dir)]
     assert main(["evaluate", name, *common]) == 2
     assert f"gga fit {name}" in capsys.readouterr().err
-    assert main(["fit", name, "--n-fit", "300", "--n-cal", "100", "--bins", "20", *common]) == 0
+    fit = ["fit", name, "--n-fit", "300", "--n-cal", "100", "--bins", "20", "--no-rescale"]
+    assert main([*fit, *common]) == 0
     assert "wrote" in capsys.readouterr().out
     saved = json.loads((repo / name / "detector.json").read_text())
     assert saved["model"]["weights_sha256"] == ModelRepository(repo).card(name).weights_sha256
+    assert saved["engine_options"]["rescale_logits"] is False  # served and evaluated that way
     out = tmp_path / "eval"
     args = [
         "evaluate",

@@ -62,3 +62,22 @@ def test_load_errors(tiny_mnist, scorer, tmp_path) -> None:
     scorer.save(tmp_path)
     with pytest.raises(DetectorFileError, match="re-fitted"):
         load_pipeline(tmp_path, tiny_mnist.model, "11" * 32)
+
+
+def test_a_detector_fitted_without_rescaling_is_served_without_it(tiny_mnist, tmp_path) -> None:
+    from detectors.engine import EngineOptions, GradientEngine
+
+    t = tiny_mnist
+    config = FitConfig(n_fit=300, n_cal=150, bins=20, strategy="vmap", rescale_logits=False)
+    plain = fit_trust_scorer(
+        t.model, t.x_train, t.y_train, model_name="tiny", weights_sha256=SHA, config=config
+    )
+    assert plain.engine_options["rescale_logits"] is False
+    plain.save(tmp_path)
+    pipe = load_pipeline(tmp_path, t.model, SHA)
+    x = t.x_test[:8]
+    served = pipe(x).features
+    unscaled = GradientEngine(t.model, EngineOptions(rescale_logits=False))(x).features.numpy()
+    rescaled = GradientEngine(t.model, EngineOptions(rescale_logits=True))(x).features.numpy()
+    np.testing.assert_allclose(served, unscaled, atol=1e-6)
+    assert not np.allclose(served, rescaled, atol=1e-3)
