@@ -10,6 +10,7 @@ from detectors.evaluate import (
     ADAPTIVE_KINDS,
     COLUMNS,
     EXTRA_KINDS,
+    OOD_KINDS,
     PUBLISHED,
     EvalResult,
     roc_curves,
@@ -101,50 +102,20 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
                 + " | ".join(cells)
                 + f" | {_paper(pub.get('AUROC'))} | – | – |"
             )
-    adaptive = [k for k in ADAPTIVE_KINDS if k in r.kinds]
-    if adaptive:
-        lines += [
-            "",
-            "Adaptive attacks (TNR@95TPR %, successful attacks only):",
-            "",
-            "| method | " + " | ".join(KIND_LABELS[k] for k in adaptive) + " |",
-            "|---|" + "---|" * len(adaptive),
-        ]
-        for name in r.tnr:
-            lines.append(
-                f"| {name} | " + " | ".join(_pct(r.tnr[name].get(k)) for k in adaptive) + " |"
-            )
-        if "GGA" in published:
-            lines.append(
-                "| *GGA (paper)* | "
-                + " | ".join(_paper(published["GGA"].get(k)) for k in adaptive)
-                + " |"
-            )
-    extra = [k for k in EXTRA_KINDS if k in r.kinds]
-    if extra:
-        lines += [
-            "",
-            "Beyond the paper (TNR@95TPR %, successful attacks only): PGD that stops each input at"
-            " its first successful step, so it sits just past the decision boundary.",
-            "",
-            "| method | " + " | ".join(KIND_LABELS[k] for k in extra) + " |",
-            "|---|" + "---|" * len(extra),
-        ]
-        for name in r.tnr:
-            lines.append(
-                f"| {name} | " + " | ".join(_pct(r.tnr[name].get(k)) for k in extra) + " |"
-            )
-    ood = [k for k in ("ood_dataset", "ood_noise", "ood_photos") if k in r.kinds]
-    if ood:
-        lines += [
-            "",
-            "OOD sources separately (TNR@95TPR %):",
-            "",
-            "| method | " + " | ".join(KIND_LABELS[k] for k in ood) + " |",
-            "|---|" + "---|" * len(ood),
-        ]
-        for name in r.tnr:
-            lines.append(f"| {name} | " + " | ".join(_pct(r.tnr[name].get(k)) for k in ood) + " |")
+    gga_paper = published.get("GGA", {})
+    lines += _kind_table(
+        r,
+        ADAPTIVE_KINDS,
+        "Adaptive attacks (TNR@95TPR %, successful attacks only):",
+        paper_row=("GGA", gga_paper) if gga_paper else None,
+    )
+    lines += _kind_table(
+        r,
+        EXTRA_KINDS,
+        "Beyond the paper (TNR@95TPR %, successful attacks only): PGD that stops each input at"
+        " its first successful step, so it sits just past the decision boundary.",
+    )
+    lines += _kind_table(r, OOD_KINDS, "OOD sources separately (TNR@95TPR %):")
     lines += [
         "",
         discussion(r),
@@ -154,6 +125,32 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
         "",
     ]
     return "\n".join(lines)
+
+
+def _kind_table(
+    r: EvalResult,
+    kinds: tuple[str, ...],
+    caption: str,
+    paper_row: tuple[str, dict[str, float]] | None = None,
+) -> list[str]:
+    """A TNR@95TPR table of the evaluated ``kinds``, one row per method (none if none ran)."""
+    present = [k for k in kinds if k in r.kinds]
+    if not present:
+        return []
+    lines = [
+        "",
+        caption,
+        "",
+        "| method | " + " | ".join(KIND_LABELS[k] for k in present) + " |",
+        "|---|" + "---|" * len(present),
+    ]
+    for name in r.tnr:
+        lines.append(f"| {name} | " + " | ".join(_pct(r.tnr[name].get(k)) for k in present) + " |")
+    if paper_row is not None:
+        name, values = paper_row
+        cells = " | ".join(_paper(values.get(k)) for k in present)
+        lines.append(f"| *{name} (paper)* | {cells} |")
+    return lines
 
 
 def discussion(r: EvalResult) -> str:

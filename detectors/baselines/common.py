@@ -1,7 +1,7 @@
 """Helpers shared by the baselines: batched evaluation and the input-preprocessing step."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -74,3 +74,32 @@ class ModelDetector(Detector):
     def _check_fitted(self) -> None:
         if not self._fitted:
             raise NotFittedError()
+
+
+class LogitScore(ModelDetector):
+    """A baseline that is a fixed function of the logits: nothing to fit, one forward to score.
+
+    ``fit`` only marks the detector ready, so the contract matches the fitted detectors.
+    Subclasses implement :meth:`score_logits`.
+    """
+
+    def score_logits(self, logits: Tensor) -> Tensor:
+        """Outlier scores (N,) from float64 logits (N, C); higher = less trustworthy."""
+        raise NotImplementedError
+
+    def fit(self, x: Any = None, y: Any = None) -> Self:
+        self._fitted = True
+        return self
+
+    def fit_features(self, z: Any = None, y: Any = None) -> Self:
+        return self.fit()
+
+    def predict_features(self, z: Any) -> np.ndarray:
+        """Scores (N,) from logits (N, C)."""
+        self._check_fitted()
+        return self.score_logits(torch.as_tensor(np.asarray(z, dtype=np.float64))).numpy()
+
+    @torch.no_grad()
+    def predict(self, x: Any) -> np.ndarray:
+        self._check_fitted()
+        return self.predict_features(batched(self.model, as_inputs(x), self.batch_size))
