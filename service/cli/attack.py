@@ -30,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--step-size", type=float, help="step per iteration (default eps/4)")
     p.add_argument("--norm", help="linf or l2")
     p.add_argument("--loss", help="ce or mse (bim, pgd)")
+    p.add_argument(
+        "--early-stop",
+        action="store_true",
+        default=None,
+        help="stop each input at its first successful step (bim, pgd)",
+    )
     p.add_argument("--targeted", help="target choice: given, random or least-likely")
     p.add_argument("--target", type=int, help="target class for --targeted given")
     p.add_argument("--n", type=int, default=100, help="number of test images (default 100)")
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         step_size=args.step_size,
         norm=args.norm,
         loss=args.loss,
+        early_stop=args.early_stop,
         target_mode=target_mode,
         seed=args.seed,
     )

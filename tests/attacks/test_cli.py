@@ -128,6 +128,26 @@ def test_universal_run_fits_on_the_npz(repo, mnist, tmp_path, capsys):
     assert np.abs(delta).max() <= 0.3 + 1e-6
 
 
+def test_early_stop_keeps_inputs_near_the_boundary(repo, mnist, tmp_path, capsys):
+    npz = tmp_path / "in.npz"
+    np.savez(npz, x=mnist["test"].x[:20].numpy(), y=mnist["test"].y[:20].numpy())
+    common = ["--model", "mnist-small", "--repo", repo, "--attack", "pgd", "--eps", 0.3]
+    common += ["--steps", 20, "--step-size", 0.02, "--n", 20, "--npz", npz]
+    stopped = tmp_path / "stopped.npz"
+    code, _out, err = _run(capsys, *common, "--early-stop", "--out", stopped)
+    assert code == 0, err
+    full = tmp_path / "full.npz"
+    code, _out, err = _run(capsys, *common, "--out", full)
+    assert code == 0, err
+    a, b = np.load(stopped), np.load(full)
+    both = a["success"] & b["success"]
+    assert both.sum() >= 10
+    # l_2, not l_inf: the random start alone already reaches the l_inf budget on some pixel.
+    dist_stopped = np.linalg.norm((a["x_adv"] - a["x"]).reshape(20, -1), axis=1)[both]
+    dist_full = np.linalg.norm((b["x_adv"] - b["x"]).reshape(20, -1), axis=1)[both]
+    assert dist_stopped.mean() < dist_full.mean()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -136,6 +156,7 @@ def test_universal_run_fits_on_the_npz(repo, mnist, tmp_path, capsys):
         (["--attack", "pgd", "--eps", "-0.1"], "positive"),
         (["--attack", "pgd", "--norm", "l1"], "unknown norm"),
         (["--attack", "fgsm", "--steps", "5"], "does not take steps"),
+        (["--attack", "fgsm", "--early-stop"], "does not take early_stop"),
         (["--attack", "universal", "--targeted", "random"], "untargeted only"),
         (["--attack", "pgd", "--targeted", "sideways"], "--targeted 'sideways'"),
         (["--attack", "pgd", "--targeted", "given"], "needs --target"),
