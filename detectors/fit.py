@@ -1,9 +1,13 @@
 """Fitting a trust scorer for a model: features of the training split, fit, calibrate.
 
-The training split is shuffled with a seed and cut into two disjoint parts: the first ``n_cal``
-inputs calibrate, the next ``n_fit`` fit the detector. Only inputs the model classifies correctly
-are kept in either part (GGA's detector models *trusted* behaviour). The test split is never
-touched, so evaluation on it is honest.
+The training split is cut, with a seed, into two disjoint parts: up to ``n_cal`` inputs
+calibrate, up to ``n_fit`` others fit the detector. Calibration draws from the images the model
+was not trained on (its recipe's validation part and what its ``train_limit`` left out) when the
+caller names them, as ``gga fit`` does for models trained by ``gga train``: on images it has
+fitted, a model's gradients are more regular than on new ones, and a calibration on those would
+flag new clean inputs more often than alpha. Only inputs the model classifies correctly are kept
+in either part (GGA's detector models *trusted* behaviour). The test split is never touched, so
+evaluation on it is honest.
 """
 
 import logging
@@ -108,18 +112,38 @@ def compute_features(
     return np.concatenate(feats), np.concatenate(preds).astype(np.int64)
 
 
-def split_indices(n_total: int, n_fit: int, n_cal: int, seed: int) -> tuple[Tensor, Tensor]:
+def split_indices(
+    n_total: int, n_fit: int, n_cal: int, seed: int, cal_pool: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Disjoint seeded (fit, calibration) index sets of the training split.
 
-    When the split is smaller than ``n_fit + n_cal``, calibration keeps its share and fitting
-    takes the rest.
+    Args:
+        n_total: size of the training split.
+        n_fit: most inputs to fit on.
+        n_cal: most inputs to calibrate on.
+        seed: seeds both draws.
+        cal_pool: draw calibration inputs only from these indices (the images the model was
+            not trained on); fitting draws from everything else. ``None``: both draw from the
+            whole split, and when it is smaller than ``n_fit + n_cal`` calibration keeps up to
+            half and fitting takes the rest.
 
     Raises:
         DetectorFitError: the split cannot hold both parts.
     """
-    order = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
-    n_cal = min(n_cal, n_total // 2)
-    cal, fit = order[:n_cal], order[n_cal : n_cal + n_fit]
+    generator = torch.Generator().manual_seed(seed)
+    if cal_pool is None:
+        order = torch.randperm(n_total, generator=generator)
+        n_cal = min(n_cal, n_total // 2)
+        cal, fit = order[:n_cal], order[n_cal : n_cal + n_fit]
+    else:
+        cal_pool = torch.as_tensor(cal_pool, dtype=torch.long)
+        cal = cal_pool[torch.randperm(len(cal_pool), generator=generator)[:n_cal]]
+        rest = torch.ones(n_total, dtype=torch.bool)
+        rest[cal] = False
+        others = torch.nonzero(rest).flatten()
+        fit = others[torch.randperm(len(others), generator=generator)[:n_fit]]
+        if len(cal) == 0:
+            raise DetectorFitError("no held-out inputs to calibrate on")
     if len(fit) == 0:
         raise DetectorFitError(f"the training split has only {n_total} inputs")
     return fit, cal
@@ -181,6 +205,7 @@ def fit_trust_scorer(
     weights_sha256: str,
     config: FitConfig,
     dataset: str = "unknown",
+    held_out: Tensor | None = None,
     progress: bool = True,
 ) -> TrustScorer:
     """Fit and calibrate a trust scorer on a model's training split.
@@ -193,6 +218,10 @@ def fit_trust_scorer(
         weights_sha256: the model's weights hash, recorded so loading can refuse other weights.
         config: sizes, seeds and detector choice.
         dataset: data set name, recorded as provenance (and choosing the attack budget).
+        held_out: indices of ``x`` the model was not trained on (``models.splits``);
+            calibration draws only from them, so trust scores of new clean inputs flag at
+            about alpha. ``None``: calibrate on any training inputs not fitted on, which flags
+            more than alpha where the model has fitted its training data closely.
         progress: show progress bars.
 
     Returns:
@@ -205,7 +234,9 @@ def fit_trust_scorer(
         top_n=config.top_n, rescale_logits=config.rescale_logits, strategy=config.strategy
     )
     engine = GradientEngine(model, options)
-    fit_idx, cal_idx = split_indices(len(x), config.n_fit, config.n_cal, config.seed)
+    fit_idx, cal_idx = split_indices(
+        len(x), config.n_fit, config.n_cal, config.seed, cal_pool=held_out
+    )
     y_np = y.cpu().numpy()
 
     f_fit, p_fit = compute_features(
@@ -245,6 +276,7 @@ def fit_trust_scorer(
         "n_fit_drawn": len(fit_idx),
         "n_fit": int(ok_fit.sum()),
         "n_cal_drawn": len(cal_idx),
+        "calibration_inputs": "held out from training" if held_out is not None else "training",
         "n_cal": int(ok_cal.sum()),
         "train_accuracy_fit_part": float(ok_fit.mean()),
         "config": asdict(config),

@@ -18,7 +18,7 @@ class DataSection:
     """Which data trains the model.
 
     Attributes:
-        train_limit: use only the first N training images (0 = all).
+        train_limit: train on a seeded, class-balanced subset of N training images (0 = all).
         val_fraction: part of the training split held out for validation and early stopping.
         unlabelled: training images whose labels are dropped; only VAT uses them.
     """

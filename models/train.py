@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 from models.architectures import build_model, config_to_dict
 from models.card import ModelCard, Preprocessing
-from models.data import load_dataset, stratified_indices
+from models.data import load_dataset
 from models.recipe import AdversarialSection, Recipe
 from models.regularizers import distillation_loss, vat_loss
 from models.repository import ModelRepository, load_model_folder, save_model_folder
+from models.splits import training_split
 
 logger = logging.getLogger(__name__)
 
@@ -110,24 +111,11 @@ def train(
     # ---- data: a seeded split of the training set into train / validation (/ unlabelled)
     train_set = load_dataset(recipe.dataset, "train", data_dir=data_dir)
     test_set = load_dataset(recipe.dataset, "test", data_dir=data_dir)
-    if recipe.data.train_limit:
-        # A seeded, class-balanced subset: some training files (the MNIST subset, image folders)
-        # are sorted by class, so their first N images hold one or two classes.
-        train_set = train_set.subset(
-            stratified_indices(train_set.y, recipe.data.train_limit, seed=recipe.seed)
-        )
+    split = training_split(recipe.data, recipe.seed, train_set.y, generator)
     x_all, y_all = train_set.float(), train_set.y
-    order = torch.randperm(len(x_all), generator=generator)
-    n_val = round(recipe.data.val_fraction * len(x_all))
-    n_unl = recipe.data.unlabelled
-    val_idx, unl_idx, train_idx = (
-        order[:n_val],
-        order[n_val : n_val + n_unl],
-        order[n_val + n_unl :],
-    )
-    x_train, y_train = x_all[train_idx], y_all[train_idx]
-    x_val, y_val = x_all[val_idx], y_all[val_idx]
-    x_unl = x_all[unl_idx]
+    x_train, y_train = x_all[split.train], y_all[split.train]
+    x_val, y_val = x_all[split.validation], y_all[split.validation]
+    x_unl = x_all[split.unlabelled]
     x_test, y_test = test_set.float(), test_set.y
     logger.info(
         "%s: %d train, %d validation, %d unlabelled, %d test images",

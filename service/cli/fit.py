@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fit",
         help="fit a model's GGA trust detector and write detector.json",
         description="Compute GGA features of the model's training split, fit the detector on "
-        "correctly classified inputs, calibrate trust scores on a disjoint held-out part of the "
-        "training split (never the test set), and write detector.json into the model folder.",
+        "correctly classified inputs, calibrate trust scores on a disjoint part of the training "
+        "split that the model was not trained on (its recipe's validation part; never the test "
+        "set), and write detector.json into the model folder.",
     )
     p.add_argument("model", help="model name in the repository")
     p.add_argument(
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from detectors.fit import FitConfig, fit_trust_scorer
     from models.data import load_dataset
     from models.repository import ModelRepository
+    from models.splits import held_out_indices
 
     config = FitConfig(
         detector=args.detector,
@@ -66,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card
     train = load_dataset(card.dataset, "train", data_dir=args.data_dir)
+    held_out = held_out_indices(card.recipe, train.y)
+    if held_out is None:
+        sys.stderr.write(
+            f"{card.name}: its card names no training images it was not trained on (no recipe, "
+            "or one without a validation part); calibrating on training inputs, so trust "
+            "scores may flag new clean inputs more often than alpha\n"
+        )
     start = time.perf_counter()
     scorer = fit_trust_scorer(
         loaded.module,
@@ -75,13 +84,15 @@ def run(args: argparse.Namespace) -> int:
         weights_sha256=card.weights_sha256,
         config=config,
         dataset=card.dataset,
+        held_out=held_out,
     )
     scorer.provenance["seconds"] = round(time.perf_counter() - start, 1)
     path = scorer.save(loaded.path)
     p = scorer.provenance
     sys.stdout.write(
         f"{card.name}: {config.detector} fitted on {p['n_fit']} and calibrated on {p['n_cal']} "
-        f"correctly classified training inputs in {p['seconds']:.0f} s; alpha {scorer.alpha}; "
+        f"correctly classified training inputs ({p['calibration_inputs']}) in "
+        f"{p['seconds']:.0f} s; alpha {scorer.alpha}; "
         f"wrote {path}\n"
     )
     return 0

@@ -26,6 +26,19 @@ def test_split_is_disjoint_and_seeded() -> None:
     assert len(cal3) == 50 and len(fit3) == 50
 
 
+def test_calibration_draws_only_from_the_held_out_pool() -> None:
+    pool = torch.arange(0, 1000, 10)  # 100 images the model was not trained on
+    fit, cal = split_indices(1000, 2000, 60, seed=2, cal_pool=pool)
+    assert len(cal) == 60 and set(cal.tolist()) <= set(pool.tolist())
+    assert len(fit) == 940 and not set(fit.tolist()) & set(cal.tolist())
+    fit2, cal2 = split_indices(1000, 2000, 60, seed=2, cal_pool=pool)
+    assert torch.equal(fit, fit2) and torch.equal(cal, cal2)
+    _, small = split_indices(1000, 10, 500, seed=2, cal_pool=pool)
+    assert len(small) == 100  # the whole pool, never training images
+    with pytest.raises(DetectorFitError, match="held-out"):
+        split_indices(1000, 10, 10, seed=2, cal_pool=torch.empty(0, dtype=torch.long))
+
+
 def test_fit_then_evaluate_detects_pgd_better_than_chance(tiny_mnist, tmp_path) -> None:
     t = tiny_mnist
     config = FitConfig(n_fit=500, n_cal=200, bins=20, strategy="vmap")
@@ -107,6 +120,9 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> No
     saved = json.loads((repo / name / "detector.json").read_text())
     assert saved["model"]["weights_sha256"] == ModelRepository(repo).card(name).weights_sha256
     assert saved["engine_options"]["rescale_logits"] is False  # served and evaluated that way
+    # Calibrated on the 500 images the card's recipe held out from training.
+    assert saved["provenance"]["calibration_inputs"] == "held out from training"
+    assert saved["provenance"]["n_cal_drawn"] == 100
     out = tmp_path / "eval"
     args = [
         "evaluate",
@@ -124,3 +140,18 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> No
     assert main(args) == 0
     assert (out / "results.md").is_file() and (out / "roc.png").is_file()
     assert np.isfinite(json.loads((out / "results.json").read_text())["pooled"]["GGA"]["AUROC"])
+
+
+def test_cli_fit_without_a_recipe_calibrates_on_training_inputs_and_says_so(
+    zoo_copy, shared_data_dir, capsys
+) -> None:
+    repo, name = zoo_copy
+    card_path = repo / name / "card.json"
+    card = json.loads(card_path.read_text())
+    card["recipe"] = {}  # a model imported from elsewhere: which images trained it is unknown
+    card_path.write_text(json.dumps(card))
+    fit = ["fit", name, "--n-fit", "200", "--n-cal", "100", "--bins", "20"]
+    assert main([*fit, "--repo", str(repo), "--data-dir", str(shared_data_dir)]) == 0
+    assert "calibrating on training inputs" in capsys.readouterr().err
+    saved = json.loads((repo / name / "detector.json").read_text())
+    assert saved["provenance"]["calibration_inputs"] == "training"
