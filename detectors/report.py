@@ -57,7 +57,8 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
     fa = r.false_alarm
     lines += [
         f"Detector: {r.detector['kind']}, fitted on {r.detector.get('n_fit')} and calibrated on "
-        f"{r.detector.get('n_cal')} correctly classified training inputs (seed "
+        f"{r.detector.get('n_cal')} correctly classified training inputs "
+        f"({_calibration_source(r.detector)}seed "
         f"{r.detector.get('seed')}). Evaluation: first {r.n_clean} test inputs, "
         f"{100 * r.clean_accuracy:.1f}% correct; the {fa['n']} correct ones are the positives. "
         f"Seed {r.config['seed']}; eps l∞ {r.eps['linf']:.4g}, l2 {r.eps['l2']:.4g}; PGD "
@@ -125,6 +126,14 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
         "",
     ]
     return "\n".join(lines)
+
+
+def _calibration_source(detector: dict) -> str:
+    """Where the calibration inputs came from, as a phrase ("" for older detector.json files)."""
+    source = detector.get("calibration_inputs")
+    if source == "held out from training":
+        return "held out from the model's training; "
+    return "ones the model was trained on; " if source == "training" else ""
 
 
 def _kind_table(
