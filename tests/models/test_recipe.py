@@ -7,7 +7,7 @@ import pytest
 from models.errors import RecipeError
 from models.recipe import load_recipe, recipe_from_dict
 
-RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.toml"))
+RECIPES = sorted((Path(__file__).parents[2] / "recipes").rglob("*.toml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
