@@ -1,8 +1,11 @@
-"""The shipped zoo: every model loads, keeps the accuracy its card claims, and exports to ONNX."""
+"""The shipped zoo: every model loads, keeps its card's accuracy, exports to ONNX, and its
+trust score flags about alpha of clean inputs."""
 
+import numpy as np
 import pytest
 import torch
 
+from detectors.pipeline import load_pipeline
 from models.data import load_dataset
 from models.export import PARITY_ATOL, check_parity, export_onnx, onnx_logits
 from models.repository import ModelRepository
@@ -48,3 +51,19 @@ def test_onnx_export_matches_torch(zoo_model, test_slice, tmp_path):
     # The dynamic batch axis: one image and an odd batch both run.
     assert onnx_logits(path, x[:1].numpy()).shape == (1, zoo_model.card.num_classes)
     assert onnx_logits(path, x[:7].numpy()).shape == (7, zoo_model.card.num_classes)
+
+
+def test_shipped_detector_flags_about_alpha_of_clean_test_images(zoo_model, shared_data_dir):
+    # The trust score's promise on data its detector never saw, through the served pipeline.
+    # 2,000 test images; the spread to expect is about 1 point (test sample plus a calibration
+    # set of 488-1,842 images), so 3 points of tolerance only fails a broken calibration.
+    # scripts/false_alarms.py measures the whole test set (docs/results.md).
+    pipeline = load_pipeline(zoo_model.path, zoo_model.module, zoo_model.card.weights_sha256)
+    assert pipeline.scorer.provenance["calibration_inputs"] == "held out from training"
+    data = load_dataset(zoo_model.card.dataset, "test", data_dir=shared_data_dir, limit=2000)
+    x, y = data.float(), data.y.numpy()
+    out = [pipeline(x[i : i + 500]) for i in range(0, len(x), 500)]
+    flagged = np.concatenate([o.flagged for o in out])
+    correct = np.concatenate([o.labels for o in out]) == y
+    rate = flagged[correct].mean()
+    assert abs(rate - pipeline.alpha) <= 0.03, f"{rate:.3f} of clean test images flagged"
