@@ -1,5 +1,6 @@
 """Helpers shared by the baselines: batched evaluation and the input-preprocessing step."""
 
+import abc
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -83,9 +84,9 @@ class LogitScore(ModelDetector):
     Subclasses implement :meth:`score_logits`.
     """
 
+    @abc.abstractmethod
     def score_logits(self, logits: Tensor) -> Tensor:
         """Outlier scores (N,) from float64 logits (N, C); higher = less trustworthy."""
-        raise NotImplementedError
 
     def fit(self, x: Any = None, y: Any = None) -> Self:
         self._fitted = True
