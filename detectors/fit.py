@@ -137,13 +137,13 @@ def split_indices(
         cal, fit = order[:n_cal], order[n_cal : n_cal + n_fit]
     else:
         cal_pool = torch.as_tensor(cal_pool, dtype=torch.long)
+        if len(cal_pool) == 0:
+            raise DetectorFitError("no held-out inputs to calibrate on")
         cal = cal_pool[torch.randperm(len(cal_pool), generator=generator)[:n_cal]]
         rest = torch.ones(n_total, dtype=torch.bool)
         rest[cal] = False
         others = torch.nonzero(rest).flatten()
         fit = others[torch.randperm(len(others), generator=generator)[:n_fit]]
-        if len(cal) == 0:
-            raise DetectorFitError("no held-out inputs to calibrate on")
     if len(fit) == 0:
         raise DetectorFitError(f"the training split has only {n_total} inputs")
     return fit, cal

@@ -77,15 +77,12 @@ def training_split(
     )
 
 
-def held_out_indices(recipe: dict[str, Any] | None, y: Tensor) -> Tensor | None:
-    """The training images a model card's recipe never trained on, or ``None`` if unknown.
+def card_split(recipe: dict[str, Any] | None, y: Tensor) -> TrainingSplit | None:
+    """The split a model card's recipe trained with, or ``None`` for a card without a recipe.
 
     Args:
         recipe: the ``recipe`` of a model card (empty for a model not trained by ``gga train``).
         y: labels of the full training split the recipe names.
-
-    Returns:
-        Sorted indices, or ``None`` when the card has no recipe or it holds nothing out.
 
     Raises:
         RecipeError: the card's recipe is malformed.
@@ -93,5 +90,19 @@ def held_out_indices(recipe: dict[str, Any] | None, y: Tensor) -> Tensor | None:
     if not recipe:
         return None
     parsed = recipe_from_dict(recipe, "card.json recipe")
-    held_out = training_split(parsed.data, parsed.seed, y).held_out
-    return held_out if len(held_out) else None
+    return training_split(parsed.data, parsed.seed, y)
+
+
+def held_out_indices(recipe: dict[str, Any] | None, y: Tensor) -> Tensor | None:
+    """The training images a model card's recipe never trained on, or ``None`` if unknown.
+
+    Returns:
+        Sorted indices, or ``None`` when the card has no recipe or it holds nothing out.
+
+    Raises:
+        RecipeError: the card's recipe is malformed.
+    """
+    split = card_split(recipe, y)
+    if split is None or len(split.held_out) == 0:
+        return None
+    return split.held_out

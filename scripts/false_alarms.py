@@ -20,25 +20,12 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from detectors.pipeline import load_pipeline
+from detectors.pipeline import flagged_and_correct, load_pipeline
 from models.data import load_dataset
-from models.recipe import recipe_from_dict
 from models.repository import ModelRepository
-from models.splits import training_split
-
-
-def _flags(pipeline, x: torch.Tensor, y: torch.Tensor, batch: int, desc: str):
-    """(flagged, correctly classified), boolean arrays over ``x``."""
-    flagged, correct = [], []
-    for start in tqdm(range(0, len(x), batch), desc=desc, unit="batch", leave=False):
-        out = pipeline(x[start : start + batch])
-        flagged.append(out.flagged)
-        correct.append(out.labels == y[start : start + batch].numpy())
-    return np.concatenate(flagged), np.concatenate(correct)
+from models.splits import card_split
 
 
 def false_alarm_rate(
@@ -49,15 +36,16 @@ def false_alarm_rate(
     pipeline = load_pipeline(loaded.path, loaded.module, loaded.card.weights_sha256)
     data = load_dataset(loaded.card.dataset, "test", data_dir=data_dir)
     x = data.float()
-    flagged, correct = _flags(pipeline, x, data.y, batch, f"{name} test")
+    flagged, correct = flagged_and_correct(pipeline, x, data.y, batch, f"{name} test")
     trained_rate = None
-    if loaded.card.recipe and n_trained:
-        recipe = recipe_from_dict(loaded.card.recipe)
+    if n_trained and loaded.card.recipe:
         train = load_dataset(loaded.card.dataset, "train", data_dir=data_dir)
-        idx = training_split(recipe.data, recipe.seed, train.y).train
-        idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))]
+        trained = card_split(loaded.card.recipe, train.y).train
+        idx = trained[torch.randperm(len(trained), generator=torch.Generator().manual_seed(0))]
         idx = idx[:n_trained]
-        f_tr, c_tr = _flags(pipeline, train.float()[idx], train.y[idx], batch, f"{name} train")
+        f_tr, c_tr = flagged_and_correct(
+            pipeline, train.float()[idx], train.y[idx], batch, f"{name} train"
+        )
         trained_rate = float(f_tr[c_tr].mean())
     n = int(correct.sum())
     alpha = pipeline.alpha

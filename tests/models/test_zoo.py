@@ -1,11 +1,10 @@
 """The shipped zoo: every model loads, keeps its card's accuracy, exports to ONNX, and its
 trust score flags about alpha of clean inputs."""
 
-import numpy as np
 import pytest
 import torch
 
-from detectors.pipeline import load_pipeline
+from detectors.pipeline import flagged_and_correct, load_pipeline
 from models.data import load_dataset
 from models.export import PARITY_ATOL, check_parity, export_onnx, onnx_logits
 from models.repository import ModelRepository
@@ -61,9 +60,6 @@ def test_shipped_detector_flags_about_alpha_of_clean_test_images(zoo_model, shar
     pipeline = load_pipeline(zoo_model.path, zoo_model.module, zoo_model.card.weights_sha256)
     assert pipeline.scorer.provenance["calibration_inputs"] == "held out from training"
     data = load_dataset(zoo_model.card.dataset, "test", data_dir=shared_data_dir, limit=2000)
-    x, y = data.float(), data.y.numpy()
-    out = [pipeline(x[i : i + 500]) for i in range(0, len(x), 500)]
-    flagged = np.concatenate([o.flagged for o in out])
-    correct = np.concatenate([o.labels for o in out]) == y
+    flagged, correct = flagged_and_correct(pipeline, data.float(), data.y, batch_size=500)
     rate = flagged[correct].mean()
     assert abs(rate - pipeline.alpha) <= 0.03, f"{rate:.3f} of clean test images flagged"
