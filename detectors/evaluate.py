@@ -154,6 +154,9 @@ PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
 }
 
 
+SPLITS: dict[str, str] = {"test": "test", "held-out": "held-out training"}
+
+
 @dataclass
 class EvalConfig:
     """Sizes, seeds and budgets of one evaluation.
@@ -172,6 +175,9 @@ class EvalConfig:
         batch_size: inputs per batch.
         strategy: the gradient engine's backward strategy (speed only).
         examples: inputs shown per kind in the example figures.
+        split: where the clean inputs come from, for the report: ``"test"`` (to report numbers)
+            or ``"held-out"`` (training images the model never trained on: to choose between
+            detector settings without looking at the test set).
     """
 
     n: int = 1000
@@ -186,8 +192,11 @@ class EvalConfig:
     batch_size: int = 128
     strategy: str = "auto"
     examples: int = 4
+    split: str = "test"
 
     def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         unknown = sorted(set(self.kinds) - set(ALL_KINDS))
         if unknown:
             raise ValueError(f"unknown kinds {unknown}; choose from {', '.join(ALL_KINDS)}")
@@ -384,7 +393,8 @@ def evaluate_model(
         model_name: for the report.
         dataset: the model's data set name (eps and OOD pairing).
         train: clean training inputs and labels (baselines are fitted on these only).
-        test: clean test inputs and labels (the first ``cfg.n`` are used).
+        test: clean inputs and labels (the first ``cfg.n`` are used): the test set, or held-out
+            training images (``cfg.split``); never images the baselines are fitted on.
         cfg: sizes, seeds, budgets.
         data_dir: data directory for the other data set.
         progress: progress bars.
@@ -400,7 +410,13 @@ def evaluate_model(
         pred = torch.cat([model(x_test[i : i + 256]).argmax(1) for i in range(0, len(x_test), 256)])
     correct = pred == y_test
     x_pos, y_pos = x_test[correct], y_test[correct]
-    logger.info("%s: %d of %d clean test inputs correct", model_name, len(x_pos), len(x_test))
+    logger.info(
+        "%s: %d of %d clean %s inputs correct",
+        model_name,
+        len(x_pos),
+        len(x_test),
+        SPLITS[cfg.split],
+    )
 
     # A seeded shuffle: some training files are stored class by class.
     order = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(cfg.seed))

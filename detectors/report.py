@@ -12,6 +12,7 @@ from detectors.evaluate import (
     EXTRA_KINDS,
     OOD_KINDS,
     PUBLISHED,
+    SPLITS,
     EvalResult,
     roc_curves,
 )
@@ -55,18 +56,19 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
     if command:
         lines += ["```", command, "```", ""]
     fa = r.false_alarm
+    source = SPLITS[r.config.get("split", "test")]
     lines += [
         f"Detector: {r.detector['kind']}, fitted on {r.detector.get('n_fit')} and calibrated on "
         f"{r.detector.get('n_cal')} correctly classified training inputs "
         f"({_calibration_source(r.detector)}seed "
-        f"{r.detector.get('seed')}). Evaluation: first {r.n_clean} test inputs, "
+        f"{r.detector.get('seed')}). Evaluation: first {r.n_clean} {source} inputs, "
         f"{100 * r.clean_accuracy:.1f}% correct; the {fa['n']} correct ones are the positives. "
         f"Seed {r.config['seed']}; eps l∞ {r.eps['linf']:.4g}, l2 {r.eps['l2']:.4g}; PGD "
         f"{r.config['pgd_steps']} steps of eps/4; L-BFGS and CSA on the first "
         f"{r.config['n_slow']} positives; {r.seconds / 60:.1f} min.",
         "",
-        f"False alarms (trust < alpha = {fa['alpha']}) on clean, correctly classified test "
-        f"inputs: **{_pct(fa['rate'])}%** (n = {fa['n']}); misclassified clean test inputs "
+        f"False alarms (trust < alpha = {fa['alpha']}) on clean, correctly classified {source} "
+        f"inputs: **{_pct(fa['rate'])}%** (n = {fa['n']}); misclassified clean {source} inputs "
         f"flagged: {_pct(fa['flag_rate_misclassified'])}% (n = {fa['n_misclassified']}).",
         "",
         "Untrusted inputs per kind (attacks: successful ones only):",

@@ -30,6 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=5000,
         help="clean training inputs the baselines are fitted on",
     )
+    p.add_argument(
+        "--split",
+        choices=("test", "held-out"),
+        default="test",
+        help="clean inputs from the test set (default; for reporting) or from the training "
+        "images the model never trained on (its recipe's validation part: for choosing detector "
+        "settings without touching the test set)",
+    )
     p.add_argument("--kinds", help=f"comma-separated subset of: {', '.join(ALL_KINDS)}")
     p.add_argument("--out-dir", type=Path, help="output folder (default eval/MODEL)")
     p.add_argument("--data-dir", help="data set folder (default $GGA_DATA_DIR)")
@@ -38,11 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from detectors.evaluate import EvalConfig, evaluate_model
     from detectors.report import write_report
     from detectors.trust import TrustScorer
     from models.data import load_dataset
+    from models.errors import DataError
     from models.repository import ModelRepository
+    from models.splits import held_out_indices
 
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else ALL_KINDS
     cfg = EvalConfig(
@@ -54,19 +66,38 @@ def run(args: argparse.Namespace) -> int:
         csa_steps=args.csa_steps,
         kinds=kinds,
         n_baseline_fit=args.n_baseline_fit,
+        split=args.split,
     )
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card
     scorer = TrustScorer.load(loaded.path, card.weights_sha256, card.name)
     train = load_dataset(card.dataset, "train", data_dir=args.data_dir)
-    test = load_dataset(card.dataset, "test", data_dir=args.data_dir)
+    x_train, y_train = train.float(), train.y
+    if args.split == "test":
+        test = load_dataset(card.dataset, "test", data_dir=args.data_dir)
+        x_eval, y_eval = test.float(), test.y
+    else:
+        held_out = held_out_indices(card.recipe, y_train)
+        if held_out is None:
+            raise DataError(
+                f"model {card.name!r} has no held-out training images (its card has no recipe, "
+                "or the recipe trains on every image); use --split test"
+            )
+        # Shuffled with the evaluation's seed: the held-out indices are sorted, and some
+        # training files are stored class by class.
+        generator = torch.Generator().manual_seed(args.seed)
+        order = held_out[torch.randperm(len(held_out), generator=generator)]
+        x_eval, y_eval = x_train[order], y_train[order]
+        keep = torch.ones(len(y_train), dtype=torch.bool)
+        keep[held_out] = False  # the baselines are fitted on trained-on images only
+        x_train, y_train = x_train[keep], y_train[keep]
     result = evaluate_model(
         loaded.module,
         scorer,
         model_name=card.name,
         dataset=card.dataset,
-        train=(train.float(), train.y),
-        test=(test.float(), test.y),
+        train=(x_train, y_train),
+        test=(x_eval, y_eval),
         cfg=cfg,
         data_dir=args.data_dir,
     )

@@ -155,3 +155,50 @@ def test_cli_fit_without_a_recipe_calibrates_on_training_inputs_and_says_so(
     assert "calibrating on training inputs" in capsys.readouterr().err
     saved = json.loads((repo / name / "detector.json").read_text())
     assert saved["provenance"]["calibration_inputs"] == "training"
+
+
+@pytest.fixture
+def fitted_zoo_copy(tmp_path):
+    """A zoo model with its shipped detector, in a repository the test may change."""
+    name = "mnist-lenet-low"
+    if not (DEFAULT_REPOSITORY / name / "detector.json").is_file():
+        pytest.skip(f"zoo model {name} not present")
+    shutil.copytree(DEFAULT_REPOSITORY / name, tmp_path / "repo" / name)
+    return tmp_path / "repo", name
+
+
+def test_cli_evaluate_on_held_out_training_images(
+    fitted_zoo_copy, shared_data_dir, tmp_path
+) -> None:
+    from models.data import load_dataset
+    from models.splits import held_out_indices
+
+    repo, name = fitted_zoo_copy
+    common = ["--repo", str(repo), "--data-dir", str(shared_data_dir)]
+    out = tmp_path / "eval"
+    args = ["evaluate", name, "--split", "held-out", "--n", "60", "--kinds", "noise"]
+    assert main([*args, "--out-dir", str(out), *common]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["split"] == "held-out"
+    assert "first 60 held-out training inputs" in (out / "results.md").read_text()
+    # The clean inputs are the card's held-out images in the seeded order, not test images.
+    loaded = ModelRepository(repo).load(name)
+    train = load_dataset("mnist", "train", data_dir=shared_data_dir)
+    held_out = held_out_indices(loaded.card.recipe, train.y)
+    order = held_out[torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        pred = loaded.module(train.float()[order[:60]]).argmax(1)
+    correct = int((pred == train.y[order[:60]]).sum())
+    assert result["false_alarm"]["n"] == correct
+    assert result["clean_accuracy"] == pytest.approx(correct / 60)
+
+
+def test_cli_evaluate_held_out_needs_a_recipe(fitted_zoo_copy, shared_data_dir, capsys) -> None:
+    repo, name = fitted_zoo_copy
+    card_path = repo / name / "card.json"
+    card = json.loads(card_path.read_text())
+    card["recipe"] = {}
+    card_path.write_text(json.dumps(card))
+    args = ["evaluate", name, "--split", "held-out", "--n", "40", "--kinds", "noise"]
+    assert main([*args, "--repo", str(repo), "--data-dir", str(shared_data_dir)]) == 2
+    assert "use --split test" in capsys.readouterr().err
