@@ -6,7 +6,9 @@ wrong class), the same PGD stopped at each input's first successful step (just p
 boundary), and uniform noise images. Per kind it prints the mean S1 and S2 similarities, the
 best single feature's AUROC (either direction), and the AUROC of a logistic regression on all
 ten features under 5-fold cross-validation: a supervised upper bound on what any detector on
-these features could do. Both with and without the reference code's logit rescaling.
+these features could do. Both with and without the reference code's logit rescaling. It also
+prints each kind's logits (median top logit, median mean of the others, and how often the
+largest |z_j|, the rescaling's divisor, belongs to another class than the predicted one).
 
     python scripts/feature_probe.py mnist-lenet-low --data-dir ../shared/data
 """
@@ -41,13 +43,23 @@ def separability(clean: torch.Tensor, other: torch.Tensor) -> tuple[str, float, 
     return FEATURE_NAMES[best], single[best], roc_auc_score(labels, scores)
 
 
+def logit_summary(logits: torch.Tensor) -> str:
+    """Median top logit, median mean of the rest, share whose max |z_j| is not the top class."""
+    ordered = logits.sort(dim=1, descending=True).values
+    other_divisor = logits.abs().argmax(1) != logits.argmax(1)
+    return (
+        f"top logit {ordered[:, 0].median():+.1f}, others {ordered[:, 1:].mean(1).median():+.1f}, "
+        f"max |z| not the top class {100 * other_divisor.float().mean():.0f}%"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model")
     parser.add_argument("--data-dir")
     parser.add_argument("--n", type=int, default=200, help="clean test inputs")
     parser.add_argument("--eps", type=float, help="l_inf budget (default 0.3 MNIST, 0.1 else)")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=70, help="PGD steps (the paper's 70)")
     args = parser.parse_args()
     torch.manual_seed(0)
     loaded = ModelRepository().load(args.model)
@@ -69,6 +81,9 @@ def main() -> None:
         f"{args.model}: {int(correct.sum())} clean inputs; "
         f"PGD l_inf eps {eps}, {args.steps} steps\n"
     )
+    with torch.no_grad():
+        for label, inputs in {"clean": x[correct], **kinds}.items():
+            out.write(f"  logits, {label:24s} {logit_summary(loaded.module(inputs))}\n")
     for rescale in (True, False):
         engine = GradientEngine(loaded.module, EngineOptions(rescale_logits=rescale))
         clean = engine(x[correct]).features
