@@ -121,7 +121,10 @@ def test_linear_model_gradients_equal_the_closed_form(strategy, rescale):
         ],
         dim=1,
     )  # (B, C, D)
-    torch.testing.assert_close(out.saliency.double(), expected, rtol=1e-5, atol=1e-6)
+    # The engine works in float32; dividing by max |z| makes the rescaled maps' rounding reach a
+    # few 1e-5 relative on some CPUs. A wrong formula is off by order 1.
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(out.saliency.double(), expected, rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_an_input_gives_the_same_result_alone_and_in_a_batch_of_64(shared_data_dir):
