@@ -5,7 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from detectors.evaluate import ALL_KINDS
+from detectors.evaluate import ALL_KINDS, SPLITS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,11 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--split",
-        choices=("test", "held-out"),
+        choices=tuple(SPLITS),
         default="test",
         help="clean inputs from the test set (default; for reporting) or from the training "
-        "images the model never trained on (its recipe's validation part: for choosing detector "
-        "settings without touching the test set)",
+        "images the model never trained on (its recipe's validation part and what train_limit "
+        "left out: for choosing detector settings without touching the test set)",
     )
     p.add_argument("--kinds", help=f"comma-separated subset of: {', '.join(ALL_KINDS)}")
     p.add_argument("--out-dir", type=Path, help="output folder (default eval/MODEL)")
