@@ -106,3 +106,27 @@ def held_out_indices(recipe: dict[str, Any] | None, y: Tensor) -> Tensor | None:
     if split is None or len(split.held_out) == 0:
         return None
     return split.held_out
+
+
+def evaluation_split(
+    recipe: dict[str, Any] | None, y: Tensor, seed: int
+) -> tuple[Tensor, Tensor] | None:
+    """Held-out images to evaluate on, and the rest, or ``None`` when nothing is held out.
+
+    For choosing detector settings without the test set (``gga evaluate --split held-out``).
+
+    Returns:
+        ``(held_out, rest)``: the held-out indices shuffled with ``seed`` (they are sorted, and
+        some training files are stored class by class, so a prefix would hold few classes), and
+        every other index: the images the model was trained on, for fitting baselines.
+
+    Raises:
+        RecipeError: the card's recipe is malformed.
+    """
+    held_out = held_out_indices(recipe, y)
+    if held_out is None:
+        return None
+    rest = torch.ones(len(y), dtype=torch.bool)
+    rest[held_out] = False
+    order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(seed))
+    return held_out[order], torch.nonzero(rest).flatten()

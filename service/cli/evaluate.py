@@ -46,15 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from detectors.evaluate import EvalConfig, evaluate_model
     from detectors.report import write_report
     from detectors.trust import TrustScorer
     from models.data import load_dataset
     from models.errors import DataError
     from models.repository import ModelRepository
-    from models.splits import held_out_indices
+    from models.splits import evaluation_split
 
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else ALL_KINDS
     cfg = EvalConfig(
@@ -77,20 +75,15 @@ def run(args: argparse.Namespace) -> int:
         test = load_dataset(card.dataset, "test", data_dir=args.data_dir)
         x_eval, y_eval = test.float(), test.y
     else:
-        held_out = held_out_indices(card.recipe, y_train)
-        if held_out is None:
+        split = evaluation_split(card.recipe, y_train, args.seed)
+        if split is None:
             raise DataError(
                 f"model {card.name!r} has no held-out training images (its card has no recipe, "
                 "or the recipe trains on every image); use --split test"
             )
-        # Shuffled with the evaluation's seed: the held-out indices are sorted, and some
-        # training files are stored class by class.
-        generator = torch.Generator().manual_seed(args.seed)
-        order = held_out[torch.randperm(len(held_out), generator=generator)]
-        x_eval, y_eval = x_train[order], y_train[order]
-        keep = torch.ones(len(y_train), dtype=torch.bool)
-        keep[held_out] = False  # the baselines are fitted on trained-on images only
-        x_train, y_train = x_train[keep], y_train[keep]
+        held_out, trained_on = split  # the baselines are fitted on trained-on images only
+        x_eval, y_eval = x_train[held_out], y_train[held_out]
+        x_train, y_train = x_train[trained_on], y_train[trained_on]
     result = evaluate_model(
         loaded.module,
         scorer,

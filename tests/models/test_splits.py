@@ -5,7 +5,7 @@ import torch
 from models.data import load_dataset
 from models.recipe import DataSection
 from models.repository import load_model_folder
-from models.splits import held_out_indices, training_split
+from models.splits import evaluation_split, held_out_indices, training_split
 from models.train import evaluate_accuracy, train
 from tests.models.test_train import _recipe
 
@@ -50,6 +50,19 @@ def test_held_out_indices_of_a_card() -> None:
     assert torch.equal(
         held, torch.sort(training_split(DataSection(0, 0.25), 4, y).validation).values
     )
+
+
+def test_evaluation_split_shuffles_the_held_out_images_and_keeps_the_rest_apart() -> None:
+    y = torch.sort(_labels()).values  # sorted by class: a prefix of held-out images is one class
+    recipe = {"name": "m", "architecture": "lenet", "dataset": "mnist", "seed": 2}
+    recipe["data"] = {"val_fraction": 0.2}
+    held_out, rest = evaluation_split(recipe, y, seed=0)
+    assert torch.equal(torch.sort(held_out).values, held_out_indices(recipe, y))
+    assert torch.equal(torch.sort(torch.cat([held_out, rest])).values, torch.arange(len(y)))
+    assert len(torch.unique(y[held_out[:50]])) >= 8  # shuffled, not sorted by class
+    assert torch.equal(evaluation_split(recipe, y, seed=0)[0], held_out)
+    assert not torch.equal(evaluation_split(recipe, y, seed=1)[0], held_out)
+    assert evaluation_split({}, y, seed=0) is None
 
 
 def test_training_validates_on_exactly_the_split_fit_calibrates_on(tmp_path, shared_data_dir):
