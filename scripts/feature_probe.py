@@ -4,20 +4,32 @@ A diagnostic for docs/results.md. For a zoo model it compares clean, correctly c
 inputs with three kinds of untrusted input: PGD l_inf run for all its steps (deep inside the
 wrong class), the same PGD stopped at each input's first successful step (just past the
 boundary), and uniform noise images. Per kind it prints the mean S1 and S2 similarities, the
-best single feature's AUROC (either direction), and the AUROC of a logistic regression on all
-ten features under 5-fold cross-validation: a supervised upper bound on what any detector on
-these features could do. Both with and without the reference code's logit rescaling. It also
+best single feature's AUROC (either direction), and, under 5-fold cross-validation, the AUROC of a
+logistic regression on all ten features, the AUROC and TNR@95TPR of gradient-boosted trees on
+them (a nonlinear bound on what a detector on these features could do) and of the same trees on
+the whole CSM (a bound for any GGA feature set: every off-diagonal entry, those with the
+predicted class and those without each sorted, so that the classes' order does not matter),
+next to the same trees on the predicted class alone: an attack that favours some target classes
+is told apart by that alone, and the whole CSM implies the predicted class. Last, an
+unsupervised detector on the whole CSM, as GGA's must be: a Gaussian per predicted class
+(Ledoit-Wolf covariance) on the 45 entries of correctly classified clean training images,
+scoring the Mahalanobis distance to the predicted class's mean.
+Both with and without the reference code's logit rescaling. It also
 prints each kind's logits (median top logit, median mean of the others, and how often the
 largest |z_j|, the rescaling's divisor, belongs to another class than the predicted one).
 
-    python scripts/feature_probe.py mnist-lenet-low --data-dir ../shared/data
+    python scripts/feature_probe.py mnist-lenet-low --data-dir ../shared/data \
+        --n 1000 --out docs/results/mnist-lenet-low/feature_probe.txt
 """
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.covariance import LedoitWolf
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
@@ -27,20 +39,81 @@ from sklearn.preprocessing import StandardScaler
 from attacks.pgd import PGD
 from detectors.engine import EngineOptions, GradientEngine
 from detectors.features import FEATURE_NAMES
+from detectors.metrics import tnr_at_tpr
 from models.data import load_dataset
 from models.repository import ModelRepository
 
 
 def separability(clean: torch.Tensor, other: torch.Tensor) -> tuple[str, float, float]:
     """(best single feature, its AUROC either way round, cross-validated logistic AUROC)."""
-    x = torch.cat([clean, other]).numpy()
-    labels = np.r_[np.zeros(len(clean)), np.ones(len(other))]
+    x, labels = _stacked(clean, other)
     single = [roc_auc_score(labels, x[:, i]) for i in range(x.shape[1])]
     single = [max(a, 1 - a) for a in single]
     best = int(np.argmax(single))
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     scores = cross_val_predict(model, x, labels, cv=5, method="predict_proba")[:, 1]
     return FEATURE_NAMES[best], single[best], roc_auc_score(labels, scores)
+
+
+def boosted_bound(clean: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
+    """Cross-validated (AUROC, TNR@95TPR) of gradient-boosted trees, which need no linearity."""
+    x, labels = _stacked(clean, other)
+    model = HistGradientBoostingClassifier(max_iter=200, random_state=0)
+    scores = cross_val_predict(model, x, labels, cv=5, method="predict_proba")[:, 1]
+    return roc_auc_score(labels, scores), tnr_at_tpr(scores[labels == 0], scores[labels == 1])
+
+
+def csm_entries(csm: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """Every off-diagonal CSM entry, without (S1) and with (S2) the predicted class, each sorted."""
+    c = csm.shape[1]
+    upper = torch.triu(torch.ones(c, c, dtype=torch.bool), diagonal=1)
+    rows = torch.arange(c)
+    s1, s2 = [], []
+    for matrix, k in zip(csm, predicted.tolist(), strict=True):
+        touches_k = (rows[:, None] == k) | (rows[None, :] == k)
+        s1.append(matrix[upper & ~touches_k].sort().values)
+        s2.append(matrix[upper & touches_k].sort().values)
+    return torch.cat([torch.stack(s1), torch.stack(s2)], dim=1)
+
+
+class ClassGaussians:
+    """A Gaussian per predicted class on the CSM's upper triangle (class order kept)."""
+
+    def __init__(self, csm: torch.Tensor, predicted: torch.Tensor) -> None:
+        self.fits = {}
+        for k in predicted.unique().tolist():
+            self.fits[k] = LedoitWolf().fit(upper_triangle(csm[predicted == k]))
+
+    def auroc_and_tnr(
+        self, clean: tuple[torch.Tensor, torch.Tensor], other: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[float, float]:
+        trusted, untrusted = self.score(*clean), self.score(*other)
+        labels = np.r_[np.zeros(len(trusted)), np.ones(len(untrusted))]
+        auroc = roc_auc_score(labels, np.r_[trusted, untrusted])
+        return auroc, tnr_at_tpr(trusted, untrusted)
+
+    def score(self, csm: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:
+        entries = upper_triangle(csm)
+        return np.array(
+            [
+                self.fits[k].mahalanobis(e[None])[0]
+                for e, k in zip(entries, predicted.tolist(), strict=True)
+            ]
+        )
+
+
+def upper_triangle(csm: torch.Tensor) -> np.ndarray:
+    rows, cols = np.triu_indices(csm.shape[1], 1)
+    return csm.numpy()[:, rows, cols]
+
+
+def one_hot(predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(predicted, num_classes).float()
+
+
+def _stacked(clean: torch.Tensor, other: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    x = torch.cat([clean, other]).numpy()
+    return x, np.r_[np.zeros(len(clean)), np.ones(len(other))]
 
 
 def logit_summary(logits: torch.Tensor) -> str:
@@ -60,6 +133,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="clean test inputs")
     parser.add_argument("--eps", type=float, help="l_inf budget (default 0.3 MNIST, 0.1 else)")
     parser.add_argument("--steps", type=int, default=70, help="PGD steps (the paper's 70)")
+    parser.add_argument("--out", help="also write the printed figures to this file")
     args = parser.parse_args()
     torch.manual_seed(0)
     loaded = ModelRepository().load(args.model)
@@ -67,6 +141,8 @@ def main() -> None:
     x, y = data.float(), data.y
     with torch.no_grad():
         correct = loaded.module(x).argmax(1) == y
+    train = load_dataset(loaded.card.dataset, "train", data_dir=args.data_dir, limit=5000)
+    train_x, train_y = train.float(), train.y
     eps = args.eps or (0.3 if loaded.card.dataset == "mnist" else 0.1)
     kinds = {}
     for label, early_stop in (("PGD, all steps", False), ("PGD, stopped at success", True)):
@@ -76,7 +152,7 @@ def main() -> None:
     kinds["uniform noise images"] = torch.rand(
         int(correct.sum()), *x.shape[1:], generator=generator
     )
-    out = sys.stdout
+    out = Report()
     out.write(
         f"{args.model}: {int(correct.sum())} clean inputs; "
         f"PGD l_inf eps {eps}, {args.steps} steps\n"
@@ -86,19 +162,56 @@ def main() -> None:
             out.write(f"  logits, {label:24s} {logit_summary(loaded.module(inputs))}\n")
     for rescale in (True, False):
         engine = GradientEngine(loaded.module, EngineOptions(rescale_logits=rescale))
-        clean = engine(x[correct]).features
+        clean_result = engine(x[correct])
+        clean = clean_result.features
+        clean_csm = csm_entries(clean_result.csm, clean_result.predicted)
+        fitted = engine(train_x)
+        correct_train = fitted.predicted == train_y
+        gaussians = ClassGaussians(fitted.csm[correct_train], fitted.predicted[correct_train])
         out.write(
             f"rescale={rescale}: clean S1 mean {clean[:, 0].mean():+.3f}, "
             f"S2 mean {clean[:, 5].mean():+.3f}\n"
         )
         for label, inputs in kinds.items():
-            other = engine(inputs).features
+            result = engine(inputs)
+            other = result.features
             name, single, logistic = separability(clean, other)
+            boosted_auroc, boosted_tnr = boosted_bound(clean, other)
+            csm_auroc, csm_tnr = boosted_bound(clean_csm, csm_entries(result.csm, result.predicted))
+            gauss_auroc, gauss_tnr = gaussians.auroc_and_tnr(
+                (clean_result.csm, clean_result.predicted), (result.csm, result.predicted)
+            )
+            class_auroc, class_tnr = boosted_bound(
+                one_hot(clean_result.predicted, clean_result.csm.shape[1]),
+                one_hot(result.predicted, result.csm.shape[1]),
+            )
             out.write(
                 f"  {label:24s} n={len(other):3d}  S1 mean {other[:, 0].mean():+.3f}  "
                 f"S2 mean {other[:, 5].mean():+.3f}  best feature {name} {single:.2f}  "
-                f"logistic (5-fold) {logistic:.2f}\n"
+                f"logistic (5-fold) {logistic:.2f}  boosted {boosted_auroc:.2f} "
+                f"(TNR@95 {100 * boosted_tnr:.0f}%)  whole CSM boosted {csm_auroc:.2f} "
+                f"(TNR@95 {100 * csm_tnr:.0f}%)  predicted class alone {class_auroc:.2f} "
+                f"(TNR@95 {100 * class_tnr:.0f}%)  unsupervised whole-CSM Gaussians "
+                f"{gauss_auroc:.2f} (TNR@95 {100 * gauss_tnr:.0f}%)\n"
             )
+    if args.out:
+        out.save(args.out)
+
+
+class Report:
+    """Prints each line as it comes (the probe takes minutes) and keeps it for ``--out``."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        self.lines.append(text)
+
+    def save(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("".join(self.lines))
 
 
 if __name__ == "__main__":
