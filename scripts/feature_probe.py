@@ -25,6 +25,7 @@ largest |z_j|, the rescaling's divisor, belongs to another class than the predic
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from sklearn.preprocessing import StandardScaler
 
 from attacks.pgd import PGD
 from detectors.engine import EngineOptions, GradientEngine
-from detectors.features import FEATURE_NAMES
+from detectors.features import FEATURE_NAMES, pair_masks
 from detectors.metrics import tnr_at_tpr
 from models.data import load_dataset
 from models.repository import ModelRepository
@@ -65,15 +66,22 @@ def boosted_bound(clean: torch.Tensor, other: torch.Tensor) -> tuple[float, floa
 
 def csm_entries(csm: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
     """Every off-diagonal CSM entry, without (S1) and with (S2) the predicted class, each sorted."""
-    c = csm.shape[1]
-    upper = torch.triu(torch.ones(c, c, dtype=torch.bool), diagonal=1)
-    rows = torch.arange(c)
-    s1, s2 = [], []
-    for matrix, k in zip(csm, predicted.tolist(), strict=True):
-        touches_k = (rows[:, None] == k) | (rows[None, :] == k)
-        s1.append(matrix[upper & ~touches_k].sort().values)
-        s2.append(matrix[upper & touches_k].sort().values)
-    return torch.cat([torch.stack(s1), torch.stack(s2)], dim=1)
+    s1_mask, s2_mask = pair_masks(predicted, csm.shape[1])
+    s1 = csm[s1_mask].view(len(csm), -1).sort(dim=1).values  # every row has the same count
+    s2 = csm[s2_mask].view(len(csm), -1).sort(dim=1).values
+    return torch.cat([s1, s2], dim=1)
+
+
+class Probed(NamedTuple):
+    features: torch.Tensor
+    csm: torch.Tensor
+    predicted: torch.Tensor
+
+
+def probe(engine: GradientEngine, x: torch.Tensor, batch_size: int = 128) -> Probed:
+    """The engine's features, CSMs and predictions of ``x``, batch by batch (as ``gga fit``)."""
+    outs = [engine(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return Probed(*(torch.cat([getattr(o, f) for o in outs]) for f in Probed._fields))
 
 
 class ClassGaussians:
@@ -162,10 +170,10 @@ def main() -> None:
             out.write(f"  logits, {label:24s} {logit_summary(loaded.module(inputs))}\n")
     for rescale in (True, False):
         engine = GradientEngine(loaded.module, EngineOptions(rescale_logits=rescale))
-        clean_result = engine(x[correct])
+        clean_result = probe(engine, x[correct])
         clean = clean_result.features
         clean_csm = csm_entries(clean_result.csm, clean_result.predicted)
-        fitted = engine(train_x)
+        fitted = probe(engine, train_x)
         correct_train = fitted.predicted == train_y
         gaussians = ClassGaussians(fitted.csm[correct_train], fitted.predicted[correct_train])
         out.write(
@@ -173,7 +181,7 @@ def main() -> None:
             f"S2 mean {clean[:, 5].mean():+.3f}\n"
         )
         for label, inputs in kinds.items():
-            result = engine(inputs)
+            result = probe(engine, inputs)
             other = result.features
             name, single, logistic = separability(clean, other)
             boosted_auroc, boosted_tnr = boosted_bound(clean, other)
