@@ -39,7 +39,7 @@ COPY attacks ./attacks
 COPY service ./service
 # A regular (not editable) install: the code and models/zoo land in site-packages, /src is dropped.
 RUN pip install --no-cache-dir . \
-    && python -c "import torch; from service.cli import build_parser; build_parser()"
+    && python -c "import torch; from cli import build_parser; build_parser()"
 
 # ---- runtime: the virtual environment and nothing else ----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from cli import main
 from models.architectures import config_to_dict
 from models.card import ModelCard
 from models.repository import save_model_folder
-from service.cli import main
 
 
 @pytest.fixture(scope="module")

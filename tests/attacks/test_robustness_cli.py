@@ -3,8 +3,8 @@
 import json
 import shutil
 
+from cli import main
 from models.repository import ModelRepository
-from service.cli import main
 
 
 def test_pgd_lowers_accuracy_and_is_recorded(tmp_path, shared_data_dir, capsys):

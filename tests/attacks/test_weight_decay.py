@@ -17,8 +17,8 @@ from attacks.weight_decay import (
     next_label,
     select_images,
 )
+from cli import main
 from models.repository import ModelRepository
-from service.cli import main
 
 CONFIDENCE = 0.95
 

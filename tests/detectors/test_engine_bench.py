@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from cli import main
 from detectors.bench import BenchCase, bench_case, reference_loop, summarize_floors
 from detectors.engine import GradientEngine
 from models.repository import ModelRepository
-from service.cli import main
 from tests.detectors import reference_gga
 from tests.helpers.models import TinyCNN, seeded
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from cli import main
 from detectors.base import DetectorFitError
 from detectors.evaluate import EvalConfig, evaluate_model
 from detectors.fit import FitConfig, fit_trust_scorer, split_indices
 from detectors.report import write_report
 from models.repository import DEFAULT_REPOSITORY, ModelRepository
-from service.cli import main
 from tests.helpers.models import TinyCNN, seeded
 
 

@@ -122,7 +122,7 @@ class LiveServer:
         }
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "serve"],
+                [sys.executable, "-m", "cli", "serve"],
                 cwd=self.workdir,
                 env=env,
                 stdout=log,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from service.bench_serve import floors, run_benchmark, split_cpus
+from cli.serve_benchmark import floors, run_benchmark, split_cpus
 
 
 def test_split_cpus_gives_the_clients_a_core_of_their_own():
@@ -41,7 +41,7 @@ def test_short_run_measures_every_level_without_errors(model_repo, shared_data_d
 @pytest.mark.timeout(300)
 def test_cli_writes_json_with_its_setup(model_repo, shared_data_dir, tmp_path):
     out = tmp_path / "serve.json"
-    cmd = [sys.executable, "-m", "service.cli", "bench", "serve", "--repo", str(model_repo)]
+    cmd = [sys.executable, "-m", "cli", "bench", "serve", "--repo", str(model_repo)]
     cmd += ["--data-dir", str(shared_data_dir), "--clients", "2", "--requests", "8"]
     cmd += ["--seconds", "1", "--json", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=280)

@@ -1,5 +1,5 @@
 """``gga bench``: benchmarks. ``gga bench engine`` measures the GGA gradient engine;
-``gga bench serve`` (``service/cli/bench_serve.py``) the served model.
+``gga bench serve`` (``cli/bench_serve.py``) the served model.
 
 ``bench`` is a group: each benchmark is a sub-subcommand registered here (the engine one is
 self-contained in this module).
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     group = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     _register_engine(group)
-    from service.cli.bench_serve import register_serve  # owned by the service benchmark
+    from cli.bench_serve import register_serve  # owned by the service benchmark
 
     register_serve(group)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from models.errors import GGAUserError
 
-# Subcommand modules under service.cli, in the order `gga --help` lists them.
+# Subcommand modules under cli, in the order `gga --help` lists them.
 COMMANDS: tuple[str, ...] = (
     "models_cmd",
     "predict",
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"service.cli.{name}").register(subparsers)
+        importlib.import_module(f"cli.{name}").register(subparsers)
     return parser
 
 

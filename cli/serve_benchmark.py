@@ -115,7 +115,7 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "serve"],
+                [sys.executable, "-m", "cli", "serve"],
                 cwd=self.workdir,
                 env=self.env,
                 stdout=log,

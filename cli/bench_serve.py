@@ -1,6 +1,6 @@
 """``gga bench serve``: the served model under 1, 8 and 32 concurrent clients.
 
-The ``bench`` group (service/cli/bench.py) adds this sub-subcommand with
+The ``bench`` group (cli/bench.py) adds this sub-subcommand with
 ``bench_serve.register_serve(bench_subparsers)``.
 """
 
@@ -37,7 +37,7 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.bench_serve import format_table, run_benchmark, split_cpus, to_json
+    from cli.serve_benchmark import format_table, run_benchmark, split_cpus, to_json
 
     levels = tuple(int(c) for c in args.clients.split(",") if c.strip())
     results = run_benchmark(

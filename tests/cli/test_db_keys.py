@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from cli import main
 from service.store import Database
 from service.store import repository as repo
 
