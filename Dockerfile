@@ -37,6 +37,7 @@ COPY models ./models
 COPY detectors ./detectors
 COPY attacks ./attacks
 COPY service ./service
+COPY cli ./cli
 # A regular (not editable) install: the code and models/zoo land in site-packages, /src is dropped.
 RUN pip install --no-cache-dir . \
     && python -c "import torch; from cli import build_parser; build_parser()"
