@@ -49,8 +49,13 @@ class CompactCNN(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.fc2 = nn.Linear(config.hidden, config.num_classes)
 
+    @property
+    def head(self) -> nn.Linear:
+        """The last layer: ``forward(x) == head(embed(x))`` in eval mode (models.penultimate)."""
+        return self.fc2
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (B, hidden), used by the Mahalanobis baseline."""
+        """Penultimate features (B, hidden), the input of ``head``."""
         x = self.features(self.normalize(x))  # (B, w2, H/4, W/4)
         return self.act(self.fc1(x.flatten(1)))  # (B, hidden)
 

@@ -39,8 +39,13 @@ class LeNet(nn.Module):
         self.act = make_activation(config.activation)
         self.fc2 = nn.Linear(config.hidden, config.num_classes)
 
+    @property
+    def head(self) -> nn.Linear:
+        """The last layer: ``forward(x) == head(embed(x))`` in eval mode (models.penultimate)."""
+        return self.fc2
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (B, hidden), used by the Mahalanobis baseline."""
+        """Penultimate features (B, hidden), the input of ``head``."""
         x = self.normalize(x)
         x = self.pool(self.conv1(x))  # (B, 20, 12, 12)
         x = self.pool(self.conv2(x))  # (B, 50, 4, 4)

@@ -86,6 +86,11 @@ class ResNet(nn.Module):
             if isinstance(m, nn.Conv2d | nn.Linear):
                 nn.init.kaiming_normal_(m.weight)
 
+    @property
+    def head(self) -> nn.Linear:
+        """The last layer: ``forward(x) == head(embed(x))`` in eval mode (models.penultimate)."""
+        return self.fc
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (B, 64) after global average pooling."""
         x = self.act(self.bn(self.conv(self.normalize(x))))  # (B, 16, 32, 32)
