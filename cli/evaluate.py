@@ -1,4 +1,4 @@
-"""``gga evaluate MODEL``: the paper's protocol, GGA against the baselines; JSON, markdown, PNG."""
+"""``gga evaluate MODEL``: the paper's protocol: the trust score, its views and the baselines."""
 
 import argparse
 import shlex
@@ -11,7 +11,7 @@ from detectors.evaluate import ALL_KINDS, SPLITS
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="evaluate the model's GGA detector and the baselines on attacks and OOD inputs",
+        help="evaluate the trust score, each view and the baselines on attacks and OOD inputs",
         description="Clean test inputs as positives; uniform noise, PGD (l_inf, l_2), rotations, "
         "L-BFGS, out-of-distribution sets and adaptive attacks (targeted PGD CE/MSE, CSA) as "
         "untrusted inputs (successful attacks only). Writes results.json, results.md, roc.png "
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detectors.evaluate import EvalConfig, evaluate_model
+    from detectors.evaluate import TRUST, EvalConfig, evaluate_model
     from detectors.report import write_report
     from detectors.trust import TrustScorer
     from models.data import load_dataset
@@ -101,10 +101,12 @@ def run(args: argparse.Namespace) -> int:
         else f"gga evaluate {card.name}"
     )
     paths = write_report(result, out_dir, command=command)
-    gga = result.pooled.get("GGA", {})
+    ours = result.pooled.get(TRUST, {})
+    best = max(result.pooled, key=lambda n: result.pooled[n]["AUROC"], default=TRUST)
     sys.stdout.write(
-        f"{card.name}: GGA pooled AUROC {100 * gga.get('AUROC', float('nan')):.1f}, "
-        f"TNR@95TPR on PGD l_inf {100 * result.tnr['GGA'].get('pgd_linf', float('nan')):.1f}, "
+        f"{card.name}: trust score pooled AUROC {100 * ours.get('AUROC', float('nan')):.1f} "
+        f"(best: {best} {100 * result.pooled.get(best, {}).get('AUROC', float('nan')):.1f}), "
+        f"TNR@95TPR on PGD l_inf {100 * result.tnr[TRUST].get('pgd_linf', float('nan')):.1f}, "
         f"false alarms {100 * result.false_alarm['rate']:.1f}% (alpha "
         f"{100 * result.false_alarm['alpha']:.0f}%); wrote {paths['markdown']}\n"
     )

@@ -1,46 +1,65 @@
-"""``gga fit MODEL``: fit and calibrate the model's GGA trust detector, write detector.json."""
+"""``gga fit MODEL``: fit the model's multi-view trust scorer and write detector.json."""
 
 import argparse
 import sys
-import time
 
 from detectors.calibration import DEFAULT_ALPHA
-from detectors.fit import DETECTOR_CHOICES
+from detectors.fit import RESCALE_CHOICES
+from detectors.fusion import FUSIONS
+from detectors.views import VIEWS
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "fit",
-        help="fit a model's GGA trust detector and write detector.json",
-        description="Compute GGA features of the model's training split, fit the detector on "
-        "correctly classified inputs, calibrate trust scores on a disjoint part of the training "
-        "split that the model was not trained on (its recipe's validation part; never the test "
-        "set), and write detector.json into the model folder.",
+        help="fit a model's trust score (views, fusion, calibration) and write detector.json",
+        description="Fit every trust view the model can serve on part of its training split, "
+        "calibrate each view, make untrusted inputs (FGSM, PGD, noise, corruptions, ...) from "
+        "other training images to choose the rescaling, the fusion and its views by "
+        "leave-one-kind-out measurement, and calibrate the fused score on training images the "
+        "model was not trained on (never the test set). Writes detector.json into the model "
+        "folder, with every choice and what it measured. See docs/detectors.md.",
     )
     p.add_argument("model", help="model name in the repository")
     p.add_argument(
-        "--detector",
-        choices=DETECTOR_CHOICES,
-        default="loda",
-        help="loda (unsupervised, the paper's) or logistic (clean vs FGSM/PGD)",
+        "--views",
+        type=_names,
+        help=f"comma-separated views to fuse, no choice made (default: choose among all the "
+        f"model can serve: {','.join(VIEWS)})",
     )
-    p.add_argument("--top-n", type=int, help="saliency for the N most probable classes only")
     p.add_argument(
-        "--no-rescale",
-        action="store_true",
-        help="skip the reference code's logit rescaling z <- 10 z / max|z| (see docs/results.md)",
+        "--fusion",
+        choices=sorted(FUSIONS),
+        help="fuse with this rule over all (or --views) views (default: chosen by measurement)",
     )
+    p.add_argument(
+        "--rescale",
+        choices=RESCALE_CHOICES,
+        default="auto",
+        help="the reference code's logit rescaling z <- 10 z / max|z| before the GGA loss: "
+        "chosen by measurement (auto, the default) or forced",
+    )
+    p.add_argument("--no-rescale", action="store_true", help="same as --rescale off")
+    p.add_argument("--top-n", type=int, help="saliency for the N most probable classes only")
     p.add_argument(
         "--alpha",
         type=float,
         default=DEFAULT_ALPHA,
         help=f"flag inputs whose trust is below this (default {DEFAULT_ALPHA})",
     )
-    p.add_argument("--n-fit", type=int, default=10_000, help="training inputs to fit on")
-    p.add_argument("--n-cal", type=int, default=2_000, help="training inputs to calibrate on")
-    p.add_argument("--bins", type=int, help="LODA bins (default 100 grey, 500 colour)")
-    p.add_argument("--projections", type=int, default=100, help="LODA projections")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the projections")
+    p.add_argument("--n-fit", type=int, default=10_000, help="training images to fit the views on")
+    p.add_argument("--n-view-cal", type=int, default=1_000, help="images for the views' p-values")
+    p.add_argument("--n-tune", type=int, default=1_000, help="images to choose the fusion with")
+    p.add_argument("--n-cal", type=int, default=2_000, help="images for the final calibration")
+    p.add_argument("--bins", type=int, help="LODA bins of gga-paper (default 100 grey, 500 colour)")
+    p.add_argument("--projections", type=int, default=100, help="LODA projections of gga-paper")
+    p.add_argument("--knn-k", type=int, default=10, help="k of the knn view")
+    p.add_argument("--pgd-steps", type=int, default=40, help="PGD steps of the tuning attacks")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, views and attacks")
     p.add_argument("--batch-size", type=int, default=128, help="inputs per engine call")
     p.add_argument("--data-dir", help="data set folder (default $GGA_DATA_DIR)")
     p.add_argument("--repo", help="model repository folder")
@@ -54,15 +73,20 @@ def run(args: argparse.Namespace) -> int:
     from models.splits import held_out_indices
 
     config = FitConfig(
-        detector=args.detector,
+        views=args.views,
+        fusion=args.fusion,
+        rescale="off" if args.no_rescale else args.rescale,
         n_fit=args.n_fit,
+        n_view_cal=args.n_view_cal,
+        n_tune=args.n_tune,
         n_cal=args.n_cal,
         alpha=args.alpha,
         seed=args.seed,
         projections=args.projections,
         bins=args.bins,
+        knn_k=args.knn_k,
         top_n=args.top_n,
-        rescale_logits=not args.no_rescale,
+        pgd_steps=args.pgd_steps,
         batch_size=args.batch_size,
     )
     loaded = ModelRepository(args.repo).load(args.model)
@@ -75,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
             "or one without a validation part); calibrating on training inputs, so trust "
             "scores may flag new clean inputs more often than alpha\n"
         )
-    start = time.perf_counter()
     scorer = fit_trust_scorer(
         loaded.module,
         train.float(),
@@ -86,13 +109,15 @@ def run(args: argparse.Namespace) -> int:
         dataset=card.dataset,
         held_out=held_out,
     )
-    scorer.provenance["seconds"] = round(time.perf_counter() - start, 1)
     path = scorer.save(loaded.path)
     p = scorer.provenance
+    fusion = p["choices"]["fusion"]
     sys.stdout.write(
-        f"{card.name}: {config.detector} fitted on {p['n_fit']} and calibrated on {p['n_cal']} "
-        f"correctly classified training inputs ({p['calibration_inputs']}) in "
-        f"{p['seconds']:.0f} s; alpha {scorer.alpha}; "
+        f"{card.name}: views {','.join(scorer.view_names)} fused by {fusion['chosen']} "
+        f"(left-out-kind AUROC {fusion['scores'][fusion['chosen']]:.3f}; logits "
+        f"{'rescaled' if p['choices']['rescale_logits']['chosen'] else 'not rescaled'}); "
+        f"views fitted on {p['n_fit']} images, calibrated on {p['n_cal']} "
+        f"({p['calibration_inputs']}) in {p['seconds']:.0f} s; alpha {scorer.alpha}; "
         f"wrote {path}\n"
     )
     return 0

@@ -12,7 +12,10 @@ run, all in the same process and thread setting):
   ``model.zero_grad()``: it pays for weight gradients);
 - ``reference-frozen``: the same loop with the parameters frozen (input gradients only);
 - every engine strategy, forced, and ``auto``: the engine after ``warmup`` (its own choice),
-  each as the full engine call (gradients, maps, CSM, features).
+  each as the full engine call (gradients, maps, CSM, features);
+- ``trust score``: for a zoo model with its ``detector.json``, the whole served pipeline (the
+  engine, every fused view, the fusion and the calibration), whose cost is compared with the
+  ``auto`` engine call alone.
 
 Ratios are times divided by the baseline's time (``ratio_to_ref`` < 1 means faster than the
 reference). A measurement whose estimated cost (from the limit) exceeds ``budget_s`` per run is
@@ -34,8 +37,11 @@ from detectors.autotune import time_call, time_round_robin
 from detectors.csm import cosine_similarity_matrix
 from detectors.engine import EngineOptions, GradientEngine
 from detectors.features import gga_features
+from detectors.persistence import DetectorNotFoundError
+from detectors.pipeline import GGAPipeline
 from detectors.saliency import RESCALE_TARGET
 from detectors.strategies import STRATEGIES
+from detectors.trust import TrustScorer
 from models.architectures import build_model
 from models.repository import ModelRepository
 
@@ -51,12 +57,14 @@ class BenchCase:
         module: the model (eval mode).
         input_shape: (C, H, W).
         num_classes: C.
+        scorer: the model's fitted trust scorer, to time the whole served pipeline too.
     """
 
     name: str
     module: nn.Module
     input_shape: tuple[int, int, int]
     num_classes: int
+    scorer: TrustScorer | None = None
 
 
 @dataclass
@@ -117,7 +125,11 @@ def default_cases(
         if names or name in present:
             loaded = repository.load(name)
             card = loaded.card
-            cases.append(BenchCase(name, loaded.module, card.input_shape, card.num_classes))
+            try:
+                scorer = TrustScorer.load(loaded.path, card.weights_sha256, name)
+            except DetectorNotFoundError:
+                scorer = None
+            cases.append(BenchCase(name, loaded.module, card.input_shape, card.num_classes, scorer))
         elif name in STAND_INS:
             torch.manual_seed(0)
             arch = STAND_INS[name]
@@ -291,6 +303,10 @@ def _bench_batch(
         auto = GradientEngine(frozen, EngineOptions(top_n=top_n), tuning_repeats=repeats)
         chosen = next(iter(auto.warmup(case.input_shape, [batch]).values()))
         fns["auto"] = lambda: auto(x)
+        if case.scorer is not None and top_n is None:
+            pipeline = GGAPipeline(frozen, case.scorer, device=device)
+            pipeline.warmup(case.input_shape, (batch,))
+            fns["trust score"] = lambda: pipeline(x)
     t = time_round_robin(fns, device, repeats)
 
     t_forward = t["forward"]
@@ -301,12 +317,16 @@ def _bench_batch(
     record("limit", t_limit, limit_note, limit=1.0, forward=t_limit / t_forward)
     if top_n is None and t_ref is None:
         record("reference", None, skipped)
-    names = ["reference", "reference-frozen", *STRATEGIES, "auto"]
+    names = ["reference", "reference-frozen", *STRATEGIES, "auto", "trust score"]
     notes = {
         "reference": "parameters require grad (as published)",
         "reference-frozen": "parameters frozen",
         "auto": f"chose {chosen}",
     }
+    if "trust score" in t:
+        views = ",".join(case.scorer.view_names) if case.scorer else ""
+        ratio = t["trust score"] / t["auto"]
+        notes["trust score"] = f"{ratio:.3f}x the engine alone (auto); views {views}"
     for name in names:
         if name in t:
             seconds = t[name]
@@ -315,7 +335,7 @@ def _bench_batch(
                 ref=None if t_ref is None else seconds / t_ref,
                 limit=seconds / t_limit, forward=seconds / t_forward,
             )  # fmt: skip
-        elif name not in ("reference", "reference-frozen"):
+        elif name not in ("reference", "reference-frozen", "trust score"):
             record(name, None, skipped)
     return records
 
@@ -429,7 +449,8 @@ def summarize_floors(records: Sequence[BenchRecord]) -> list[str]:
 
     The engine is the ``auto`` row (the strategy it chose itself). Floors: batch 1 >= 2.5x faster
     than the reference; batch 32 >= 1.3x faster; batch >= 8 within 1.15x of the limit; top-5 of
-    100 classes >= 10x cheaper than all 100; CSM + features < 25% of the total at C=100.
+    100 classes >= 10x cheaper than all 100; CSM + features < 25% of the total at C=100; the
+    whole trust score (views, fusion, calibration) at batch 32 within 1.2x of the engine alone.
     """
     lines = []
 
@@ -466,6 +487,12 @@ def summarize_floors(records: Sequence[BenchRecord]) -> list[str]:
                     f"{verdict(cheaper >= 10)} {r.model} batch {r.batch}: {cheaper:.1f}x cheaper "
                     f"than all {r.classes} classes (floor 10x)"
                 )
+        if r.strategy == "trust score" and r.ms_per_image is not None and r.batch == 32:
+            ratio = float(r.note.split("x")[0])
+            lines.append(
+                f"{verdict(ratio <= 1.2)} {r.model} batch 32: the trust score costs {ratio:.3f}x "
+                "the engine alone (floor 1.2x)"
+            )
         if r.strategy == "csm+features" and r.ms_per_image is not None:
             share = float(r.note.split("%")[0])
             lines.append(

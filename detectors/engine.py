@@ -29,7 +29,7 @@ from detectors.autotune import AutoTuner, bucket_of
 from detectors.csm import cosine_similarity_matrix
 from detectors.features import gga_features
 from detectors.saliency import to_maps
-from detectors.strategies import STRATEGIES, Plan, get_strategy, worth_trying
+from detectors.strategies import STRATEGIES, Plan, StrategyResult, get_strategy, worth_trying
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class EngineOutput:
         csm: (B, K, K) cosine similarity matrices.
         features: (B, 10) float32, ``detectors.features.FEATURE_NAMES`` order.
         strategy: the gradient strategy that computed this batch.
+        penultimate: (B, F) penultimate features of the same forward pass, for a model that
+            exposes them (``models.penultimate``), else ``None``.
     """
 
     logits: Tensor
@@ -87,6 +89,7 @@ class EngineOutput:
     csm: Tensor
     features: Tensor
     strategy: str = ""
+    penultimate: Tensor | None = None
 
 
 def _default_strategy(bucket: int, device: torch.device) -> str:
@@ -206,7 +209,7 @@ class GradientEngine:
         if self.options.strategy == "auto" and self._tuner.choice(bucket) is None:
             # First batch of this size range and no warm-up: measure now, once.
             name = self._tune(torch.rand(bucket, *x.shape[1:], device=self.device))
-        logits, rows, grads = self._run(name, x)
+        logits, rows, grads, penultimate = self._run(name, x)
         opts = self.options
         saliency = to_maps(grads, opts.sign, opts.channel_max)  # (B, K, D)
         probabilities = torch.softmax(logits, dim=1)
@@ -224,9 +227,10 @@ class GradientEngine:
             csm=csm,
             features=gga_features(csm, predicted_row),
             strategy=name,
+            penultimate=penultimate,
         )
 
-    def _run(self, name: str, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _run(self, name: str, x: Tensor) -> StrategyResult:
         self._check_eval()
         with torch.enable_grad():
             return get_strategy(name)(self.model, x, self._plan(x))

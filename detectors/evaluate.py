@@ -14,9 +14,9 @@ inputs (or independent of them, for out-of-distribution sets):
   (the cosine-similarity attack), successful only;
 - beyond the paper: ``pgd_linf_min``, PGD l_inf stopped at each input's first successful step.
 
-Per kind: TNR@95TPR; pooled over the table's kinds: AUROC, AUPR-In, AUPR-Out; for GGA and every
-baseline. GGA's score is the fitted detector's outlier score (ranking by the trust score gives the
-same order up to ties).
+Per kind: TNR@95TPR and each detector's rank; pooled over the table's kinds: AUROC, AUPR-In,
+AUPR-Out; for the shipped trust score (the fused views, ranked by its fused statistic: the same
+order as the trust score up to ties), each of its views alone, and every baseline.
 """
 
 import logging
@@ -31,11 +31,13 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from detectors.baselines import ODIN, EnergyScore, Mahalanobis, MaxSoftmax
+from detectors.baselines import KNN, ODIN, EnergyScore, GradNorm, Mahalanobis, MaxSoftmax
+from detectors.collect import view_inputs
 from detectors.engine import EngineOptions, GradientEngine
 from detectors.fit import LINF_EPS
 from detectors.metrics import OODMetrics, roc_points, tnr_at_tpr
 from detectors.trust import TrustScorer
+from models.penultimate import has_penultimate
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,22 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ood", "OOD", "OOD"),
 )
 UNDEFINED_SCORE = 1e300  # finite (scikit-learn refuses inf) and above any real score
-DETECTORS: tuple[str, ...] = ("max softmax", "ODIN", "energy", "Mahalanobis", "GGA")
+TRUST = "trust score"  # the shipped, fused score
+BASELINES: tuple[str, ...] = ("max softmax", "ODIN", "energy", "Mahalanobis", "k-NN", "GradNorm")
+# Our rows that the paper's rows describe: its GGA is LODA on the ten features, our gga-paper.
+PAPER_ROWS: dict[str, str] = {
+    "max softmax": "max softmax",
+    "ODIN": "ODIN",
+    "Mahalanobis": "Mahalanobis",
+    "view gga-paper": "GGA",
+}
+
+
+def view_row(name: str) -> str:
+    """The report's row name of a trust view alone."""
+    return f"view {name}"
+
+
 # The paper's Table 1 (TNR@95TPR in %, pooled AUROC) and its adaptive attacks (GGA only).
 PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     "mnist": {
@@ -219,6 +236,7 @@ class EvalResult:
     tnr: dict[str, dict[str, float]]
     auroc: dict[str, dict[str, float]]
     pooled: dict[str, dict[str, float]]
+    ranks: dict[str, dict[str, int]]
     detector: dict[str, Any]
     seconds: float
     scores: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
@@ -341,8 +359,8 @@ def make_untrusted(
     return out, info
 
 
-class _GGAScorer:
-    """GGA outlier scores (and a few examples' maps) through the engine and the trust scorer."""
+class _TrustRun:
+    """The shipped trust score and each of its views alone, from one engine pass per batch."""
 
     def __init__(self, model: nn.Module, scorer: TrustScorer, cfg: EvalConfig) -> None:
         opts = EngineOptions(**scorer.engine_options, strategy=cfg.strategy)
@@ -350,16 +368,25 @@ class _GGAScorer:
         self.scorer = scorer
         self.cfg = cfg
 
-    def __call__(self, x: Tensor, desc: str, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
-        scores, example = [], {}
-        for i in _batches(x, self.cfg.batch_size, f"GGA {desc}", progress):
+    def __call__(
+        self, x: Tensor, desc: str, progress: bool
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+        """Outlier scores per row name, trust scores, and the first batch's examples."""
+        parts: dict[str, list[np.ndarray]] = {}
+        trust, example = [], {}
+        names = tuple(self.scorer.views)
+        for i in _batches(x, self.cfg.batch_size, f"trust {desc}", progress):
             out = self.engine(x[i : i + self.cfg.batch_size])
-            feats = out.features.detach().double().numpy()
-            finite = np.isfinite(feats).all(axis=1)
-            s = np.full(len(feats), UNDEFINED_SCORE)  # undefined features are never trusted
-            if finite.any():
-                s[finite] = self.scorer.score(feats[finite])
-            scores.append(s)
+            inputs = view_inputs(out)
+            result = self.scorer.evaluate(inputs)
+            rows = {
+                TRUST: result.score,
+                **{view_row(n): s for n, s in self.scorer.view_scores(inputs, names).items()},
+            }
+            for name, s in rows.items():
+                # An input no view could score is never trusted.
+                parts.setdefault(name, []).append(np.where(np.isfinite(s), s, UNDEFINED_SCORE))
+            trust.append(result.trust)
             if i == 0:
                 r = self.cfg.examples
                 example = {
@@ -368,9 +395,21 @@ class _GGAScorer:
                     "csm": out.csm[:r].detach().numpy(),
                     "classes": out.classes[:r].numpy(),
                     "predicted": out.predicted[:r].numpy(),
-                    "trust": self.scorer.calibrator.trust(s[:r]),
+                    "trust": result.trust[:r],
                 }
-        return (np.concatenate(scores) if scores else np.empty(0)), example
+        scores = {name: np.concatenate(p) for name, p in parts.items()}
+        return scores, (np.concatenate(trust) if trust else np.empty(0)), example
+
+
+def rank_detectors(tnr: dict[str, dict[str, float]]) -> dict[str, dict[str, int]]:
+    """Per kind, each detector's rank by TNR@95TPR (1 = best; ties share the better rank)."""
+    kinds = sorted({k for per_kind in tnr.values() for k in per_kind})
+    ranks: dict[str, dict[str, int]] = {}
+    for kind in kinds:
+        values = {name: per_kind[kind] for name, per_kind in tnr.items() if kind in per_kind}
+        for name, value in values.items():
+            ranks.setdefault(name, {})[kind] = 1 + sum(v > value + 1e-12 for v in values.values())
+    return ranks
 
 
 def evaluate_model(
@@ -389,7 +428,7 @@ def evaluate_model(
 
     Args:
         model: the classifier (eval mode).
-        scorer: its fitted GGA trust scorer.
+        scorer: its fitted trust scorer (``detector.json``).
         model_name: for the report.
         dataset: the model's data set name (eps and OOD pairing).
         train: clean training inputs and labels (baselines are fitted on these only).
@@ -429,7 +468,10 @@ def evaluate_model(
     }
     if callable(getattr(model, "embed", None)):
         baselines["Mahalanobis"] = Mahalanobis(model).fit(x_fit, y_fit)
-    gga = _GGAScorer(model, scorer, cfg)
+        baselines["k-NN"] = KNN(model).fit(x_fit)
+    if has_penultimate(model):
+        baselines["GradNorm"] = GradNorm(model).fit()
+    trust_run = _TrustRun(model, scorer, cfg)
 
     inputs: dict[str, Tensor] = {"clean": x_pos}
     kinds_info: dict[str, dict[str, Any]] = {}
@@ -439,21 +481,24 @@ def evaluate_model(
         )
         logger.info("%s: %s", kind, kinds_info[kind])
 
-    scores: dict[str, dict[str, np.ndarray]] = {name: {} for name in (*baselines, "GGA")}
+    scores: dict[str, dict[str, np.ndarray]] = {}
     examples: dict[str, dict[str, np.ndarray]] = {}
+    trust_pos = np.empty(0)
     for kind, x in inputs.items():
         if len(x) == 0:
             continue
-        scores["GGA"][kind], examples[kind] = gga(x, kind, progress)
+        rows, trust, examples[kind] = trust_run(x, kind, progress)
+        if kind == "clean":
+            trust_pos = trust
+        for name, s in rows.items():
+            scores.setdefault(name, {})[kind] = s
         for name, det in baselines.items():
-            scores[name][kind] = det(x)
+            scores.setdefault(name, {})[kind] = det(x)
 
     # False alarms on clean inputs: the calibration promise (trust < alpha about alpha of them).
-    trust_pos = scorer.calibrator.trust(scores["GGA"]["clean"])
     trust_all_wrong = None
     if (~correct).any():
-        wrong_scores, _ = gga(x_test[~correct], "misclassified", False)
-        trust_all_wrong = scorer.calibrator.trust(wrong_scores)
+        _, trust_all_wrong, _ = trust_run(x_test[~correct], "misclassified", False)
     false_alarm = {
         "alpha": scorer.alpha,
         "rate": float(np.mean(trust_pos < scorer.alpha)),
@@ -492,6 +537,7 @@ def evaluate_model(
         tnr=tnr,
         auroc=auroc,
         pooled=pooled,
+        ranks=rank_detectors(tnr),
         detector=scorer.summary(),
         seconds=time.perf_counter() - start,
         scores=scores,

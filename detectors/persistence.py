@@ -1,9 +1,11 @@
 """``detector.json``: the fitted trust scorer of one model folder, as plain JSON (no pickle).
 
-The file names the detector kind and its parameters, the feature names and order, the engine
-options the features were computed with, the sorted calibration scores and alpha, the data and
-seeds used, and the sha256 of the model weights it was fitted for. Loading refuses a file fitted
-for other weights: its scores would be meaningless.
+Format 2 holds each view's parameters and calibration, the fusion, the final calibration and
+alpha, the engine options the views' inputs were computed with, the data, splits, seeds and
+choices made, and the sha256 of the model weights it was fitted for. Format 1 (one LODA or
+logistic detector on the ten GGA features) still loads. Loading refuses a file fitted for other
+weights: its scores would be meaningless. ``detectors.trust.TrustScorer`` reads and writes the
+content; this module owns the file.
 """
 
 import json
@@ -13,16 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from detectors.base import Detector
-from detectors.loda import LODA
-from detectors.logistic import LogisticDetector
 from models.errors import GGAUserError
 
 logger = logging.getLogger(__name__)
 
 DETECTOR_FILE = "detector.json"
-FORMAT_VERSION = 1
-DETECTOR_KINDS: dict[str, type[Detector]] = {"loda": LODA, "logistic": LogisticDetector}
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class DetectorNotFoundError(GGAUserError, LookupError):
@@ -35,30 +34,6 @@ class DetectorFileError(GGAUserError, ValueError):
 
 def fit_hint(model_name: str) -> str:
     return f"run `gga fit {model_name}`"
-
-
-def detector_to_dict(detector: Detector) -> dict[str, Any]:
-    """``{"kind": ..., "params": ...}`` of a fitted LODA or logistic detector."""
-    return {"kind": detector.kind, "params": detector.get_params()}
-
-
-def detector_from_dict(data: dict[str, Any], source: str = DETECTOR_FILE) -> Detector:
-    """Rebuild a fitted detector from ``detector_to_dict`` output.
-
-    Raises:
-        DetectorFileError: unknown kind or malformed parameters.
-    """
-    kind = data.get("kind")
-    if kind not in DETECTOR_KINDS:
-        raise DetectorFileError(
-            f"{source}: unknown detector kind {kind!r}; known: {', '.join(DETECTOR_KINDS)}"
-        )
-    try:
-        return DETECTOR_KINDS[kind].from_params(data["params"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise DetectorFileError(
-            f"{source}: malformed {kind} parameters ({err}); re-fit the detector"
-        ) from err
 
 
 def write_detector_file(folder: Path, payload: dict[str, Any]) -> Path:
@@ -112,9 +87,10 @@ def read_detector_file(
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DetectorFileError(f"{path}: not readable JSON ({err}); {fit_hint(name)}") from err
-    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+    if not isinstance(data, dict) or data.get("format_version") not in READABLE_VERSIONS:
         raise DetectorFileError(
-            f"{path}: not a detector.json of format version {FORMAT_VERSION}; {fit_hint(name)}"
+            f"{path}: not a detector.json of format version "
+            f"{' or '.join(map(str, READABLE_VERSIONS))}; {fit_hint(name)}"
         )
     fitted_for = data.get("model", {}).get("weights_sha256")
     if weights_sha256 is not None and fitted_for != weights_sha256:

@@ -1,9 +1,10 @@
 """The one call the service makes: gradient engine + trust scorer, numpy out.
 
 ``load_pipeline(model_dir, model, weights_sha256)`` reads the model's ``detector.json`` (refusing
-one fitted for other weights), builds the gradient engine with the options the detector was fitted
-with, and returns a ``GGAPipeline`` whose ``__call__`` turns a batch of [0, 1] pixels into
-probabilities, labels, trust scores, flags, features and CSMs.
+one fitted for other weights, or one whose views the model cannot serve), builds the gradient
+engine with the options the detector was fitted with, and returns a ``GGAPipeline`` whose
+``__call__`` turns a batch of [0, 1] pixels into probabilities, labels, trust scores, flags, each
+view's p-value, features and CSMs: one forward and one all-class backward, then arithmetic.
 """
 
 import dataclasses
@@ -17,10 +18,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from detectors.collect import view_inputs
 from detectors.engine import EngineOptions, GradientEngine
-from detectors.features import FEATURE_NAMES
 from detectors.persistence import DetectorFileError
 from detectors.trust import TrustScorer
+from models.penultimate import has_penultimate
 
 # Options that change the features (and so must match the fit); others, like the backward
 # strategy, only change speed and are chosen on the serving machine.
@@ -47,6 +49,7 @@ class PipelineOutput:
         classes: (B, K) int64 the class of each CSM row.
         saliency: (B, K, D) float32 saliency maps when asked for, else ``None``.
         engine_seconds: wall time of the gradient engine for the batch.
+        views: each view's own p-value (B,) float64, by view name (which view raised a flag).
     """
 
     probabilities: np.ndarray
@@ -58,6 +61,7 @@ class PipelineOutput:
     classes: np.ndarray
     saliency: np.ndarray | None
     engine_seconds: float
+    views: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 class GGAPipeline:
@@ -69,17 +73,18 @@ class GGAPipeline:
         device: where the engine runs (default: CPU, or the model's device).
 
     Raises:
-        DetectorFileError: the scorer's feature names differ from the engine's.
+        DetectorFileError: the scorer uses views the model cannot serve.
     """
 
     def __init__(
         self, model: nn.Module, scorer: TrustScorer, device: torch.device | str | None = None
     ) -> None:
-        if tuple(scorer.feature_names) != tuple(FEATURE_NAMES):
+        if scorer.needs_penultimate and not has_penultimate(model):
+            needing = [n for n, v in scorer.views.items() if v.needs_penultimate]
             raise DetectorFileError(
-                f"detector.json of {scorer.model_name!r} was fitted on features "
-                f"{list(scorer.feature_names)}, the engine computes {list(FEATURE_NAMES)}; "
-                f"re-fit it: run `gga fit {scorer.model_name}`"
+                f"detector.json of {scorer.model_name!r} uses views {needing} that need "
+                "penultimate features, which this model does not expose (embed(x) and a linear "
+                f"head, models/penultimate.py); re-fit it: run `gga fit {scorer.model_name}`"
             )
         self.model = model
         self.scorer = scorer
@@ -109,18 +114,19 @@ class GGAPipeline:
         start = time.perf_counter()
         out = self.engine(x)
         seconds = time.perf_counter() - start
-        features = out.features.detach().cpu().numpy()
-        trust = self.scorer.trust(features)
+        inputs = view_inputs(out)
+        result = self.scorer.evaluate(inputs)
         return PipelineOutput(
             probabilities=out.probabilities.detach().cpu().numpy().astype(np.float32),
-            labels=out.predicted.detach().cpu().numpy().astype(np.int64),
-            trust=trust.astype(np.float64),
-            flagged=self.scorer.flagged(trust),
-            features=features.astype(np.float32),
+            labels=inputs.predicted,
+            trust=result.trust.astype(np.float64),
+            flagged=result.flagged,
+            features=inputs.gga.astype(np.float32),
             csm=out.csm.detach().cpu().numpy().astype(np.float32),
             classes=out.classes.detach().cpu().numpy().astype(np.int64),
             saliency=(out.saliency.detach().cpu().numpy().astype(np.float32) if saliency else None),
             engine_seconds=seconds,
+            views=result.views,
         )
 
 
@@ -143,7 +149,8 @@ def load_pipeline(
 
     Raises:
         DetectorNotFoundError: the folder has no ``detector.json`` (run ``gga fit MODEL``).
-        DetectorFileError: the file is malformed or fitted for other weights.
+        DetectorFileError: the file is malformed, fitted for other weights, or uses views the
+            model cannot serve.
     """
     scorer = TrustScorer.load(Path(model_dir), weights_sha256)
     return GGAPipeline(model, scorer, device=device)

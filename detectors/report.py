@@ -11,8 +11,11 @@ from detectors.evaluate import (
     COLUMNS,
     EXTRA_KINDS,
     OOD_KINDS,
+    PAPER_ROWS,
     PUBLISHED,
     SPLITS,
+    TABLE_KINDS,
+    TRUST,
     EvalResult,
     roc_curves,
 )
@@ -58,7 +61,8 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
     fa = r.false_alarm
     source = SPLITS[r.config.get("split", "test")]
     lines += [
-        f"Detector: {r.detector['kind']}, fitted on {r.detector.get('n_fit')} and calibrated on "
+        f"Trust score: {_detector_phrase(r.detector)}, views fitted on "
+        f"{r.detector.get('n_fit')} and the trust score calibrated on "
         f"{r.detector.get('n_cal')} correctly classified training inputs "
         f"({_calibration_source(r.detector)}seed "
         f"{r.detector.get('seed')}). Evaluation: first {r.n_clean} {source} inputs, "
@@ -84,8 +88,10 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
     lines += [
         "",
         "TNR@95TPR (%) per kind, pooled AUROC / AUPR-In / AUPR-Out (%) over the non-adaptive "
-        "kinds. *Italic rows*: the paper's published numbers (a different model; L-BFGS and "
-        "PGD l2 sit under the paper's B&B and B&B-L2 columns, which are different attacks).",
+        "kinds: the shipped trust score, each of its views alone (`view ...`; the views the "
+        "trust score does not fuse are marked †), and the baselines. *Italic rows*: the paper's "
+        "published numbers (a different model; its GGA is our `view gga-paper`; L-BFGS and PGD "
+        "l2 sit under the paper's B&B and B&B-L2 columns, which are different attacks).",
         "",
         "| method | " + " | ".join(c[1] for c in COLUMNS) + " | AUROC | AUPR-In | AUPR-Out |",
         "|---|" + "---|" * (len(COLUMNS) + 3),
@@ -94,14 +100,15 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
         cells = [_pct(r.tnr[name].get(col)) for col, _, _ in COLUMNS]
         pooled = r.pooled.get(name, {})
         lines.append(
-            f"| {name} | " + " | ".join(cells) + f" | {_pct(pooled.get('AUROC'))} | "
+            f"| {_row_label(r, name)} | " + " | ".join(cells) + f" | {_pct(pooled.get('AUROC'))} | "
             f"{_pct(pooled.get('AUPR-IN'))} | {_pct(pooled.get('AUPR-OUT'))} |"
         )
-        if name in published:
-            pub = published[name]
+        paper_name = PAPER_ROWS.get(name)
+        if paper_name in published:
+            pub = published[paper_name]
             cells = [_paper(pub.get(p)) for _, _, p in COLUMNS]
             lines.append(
-                f"| *{name} (paper)* | "
+                f"| *{paper_name} (paper)* | "
                 + " | ".join(cells)
                 + f" | {_paper(pub.get('AUROC'))} | – | – |"
             )
@@ -119,6 +126,7 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
         " its first successful step, so it sits just past the decision boundary.",
     )
     lines += _kind_table(r, OOD_KINDS, "OOD sources separately (TNR@95TPR %):")
+    lines += _rank_table(r)
     lines += [
         "",
         discussion(r),
@@ -128,6 +136,46 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
         "",
     ]
     return "\n".join(lines)
+
+
+def _detector_phrase(detector: dict) -> str:
+    views = detector.get("views") or [detector.get("kind", "?")]
+    rescaled = detector.get("engine_options", {}).get("rescale_logits")
+    return (
+        f"views {', '.join(views)} fused by {detector.get('fusion', '?')} (GGA logits "
+        f"{'rescaled' if rescaled else 'not rescaled'})"
+    )
+
+
+def _row_label(r: EvalResult, name: str) -> str:
+    """``name``, in bold for the shipped score, with † for a view the trust score leaves out."""
+    if name == TRUST:
+        return f"**{name}**"
+    fused = r.detector.get("views", [])
+    if name.startswith("view ") and name[5:] not in fused:
+        return f"{name} †"
+    return name
+
+
+def _rank_table(r: EvalResult) -> list[str]:
+    """Each detector's rank by TNR@95TPR per kind (1 = best), and its mean rank."""
+    kinds = [k for k in (*TABLE_KINDS, *EXTRA_KINDS, *ADAPTIVE_KINDS) if k in r.kinds]
+    if not kinds or not r.ranks:
+        return []
+    lines = [
+        "",
+        "Rank of each detector per kind by TNR@95TPR (1 = best, ties share a rank):",
+        "",
+        "| method | " + " | ".join(KIND_LABELS[k] for k in kinds) + " | mean rank |",
+        "|---|" + "---|" * (len(kinds) + 1),
+    ]
+    for name, per_kind in r.ranks.items():
+        ranks = [per_kind.get(k) for k in kinds]
+        known = [v for v in ranks if v is not None]
+        mean = f"{np.mean(known):.1f}" if known else "–"
+        cells = " | ".join("–" if v is None else str(v) for v in ranks)
+        lines.append(f"| {_row_label(r, name)} | {cells} | {mean} |")
+    return lines
 
 
 def _calibration_source(detector: dict) -> str:
@@ -156,7 +204,8 @@ def _kind_table(
         "|---|" + "---|" * len(present),
     ]
     for name in r.tnr:
-        lines.append(f"| {name} | " + " | ".join(_pct(r.tnr[name].get(k)) for k in present) + " |")
+        cells = " | ".join(_pct(r.tnr[name].get(k)) for k in present)
+        lines.append(f"| {_row_label(r, name)} | {cells} |")
     if paper_row is not None:
         name, values = paper_row
         cells = " | ".join(_paper(values.get(k)) for k in present)
@@ -165,12 +214,12 @@ def _kind_table(
 
 
 def discussion(r: EvalResult) -> str:
-    """Plain statements of where GGA wins and where a baseline beats it (from the numbers)."""
-    gga = r.tnr.get("GGA", {})
+    """Plain statements of where the trust score wins and what beats it (from the numbers)."""
+    ours = r.tnr.get(TRUST, {})
     losses, wins = [], []
-    for kind, value in gga.items():
+    for kind, value in ours.items():
         best = max(
-            ((n, t[kind]) for n, t in r.tnr.items() if n != "GGA" and kind in t),
+            ((n, t[kind]) for n, t in r.tnr.items() if n != TRUST and kind in t),
             key=lambda p: p[1],
             default=None,
         )
@@ -178,18 +227,22 @@ def discussion(r: EvalResult) -> str:
             continue
         label = KIND_LABELS.get(kind, "OOD (pooled)")
         if best[1] > value + 0.005:
-            losses.append(f"{label} ({best[0]} {_pct(best[1])} vs GGA {_pct(value)})")
+            losses.append(f"{label} ({best[0]} {_pct(best[1])} vs {_pct(value)})")
         else:
             wins.append(label)
     text = []
     if wins:
-        text.append("GGA is best or tied (within 0.5 points) on: " + ", ".join(wins) + ".")
+        text.append(
+            "The trust score is best or tied (within 0.5 points) on: " + ", ".join(wins) + "."
+        )
     if losses:
-        text.append("A baseline beats GGA on: " + "; ".join(losses) + ".")
+        text.append("A single view or baseline beats it on: " + "; ".join(losses) + ".")
     aurocs = {n: p["AUROC"] for n, p in r.pooled.items()}
     if aurocs:
         top = max(aurocs, key=aurocs.get)
         text.append(f"Highest pooled AUROC: {top} ({_pct(aurocs[top])}).")
+        if TRUST in aurocs and top != TRUST:
+            text.append(f"The trust score's: {_pct(aurocs[TRUST])}.")
     return " ".join(text)
 
 

@@ -1,7 +1,9 @@
 """Ways to compute the K input-gradient rows ``J^T v_k`` of a batch: same numbers, different speed.
 
 Every strategy takes the model, a batch ``x`` and a ``Plan`` and returns the unscaled logits
-(B, C), the selected classes (B, K) and the raw input gradients (B, K, C, H, W). Gradients are
+(B, C), the selected classes (B, K), the raw input gradients (B, K, C, H, W) and, for a model
+that exposes them (``models.penultimate``), the penultimate features (B, F) of the same forward
+pass, so the feature-based trust views cost no forward of their own. Gradients are
 taken with ``torch.autograd.grad`` (or ``torch.func``) with respect to the input only, so no
 parameter ``.grad`` is ever written and autograd prunes the weight-gradient kernels.
 
@@ -25,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from detectors.saliency import cotangents, select_rows
+from models.penultimate import logits_and_features
 
 # Bound on (rows in one pass) x (batch) for the strategies that widen the batch: the vmapped
 # backward and the replicated forward hold this many copies of every activation at once.
@@ -52,14 +55,16 @@ class Plan:
         return max(1, min(self.num_rows, self.max_rows_times_batch // max(batch, 1)))
 
 
-StrategyResult = tuple[Tensor, Tensor, Tensor]  # logits (B, C), rows (B, K), grads (B,K,C,H,W)
+# logits (B, C), rows (B, K), grads (B, K, C, H, W), penultimate features (B, F) or None
+StrategyResult = tuple[Tensor, Tensor, Tensor, Tensor | None]
 StrategyFn = Callable[[nn.Module, Tensor, Plan], StrategyResult]
 
 
-def _forward(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """A leaf copy of ``x`` that requires grad, and the model's logits on it (graph kept)."""
+def _forward(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A leaf copy of ``x`` that requires grad, the logits on it (graph kept), the features."""
     x_in = x.detach().requires_grad_(True)
-    return x_in, model(x_in)
+    logits, features = logits_and_features(model, x_in)
+    return x_in, logits, None if features is None else features.detach()
 
 
 def _rows_and_cotangents(logits: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
@@ -70,7 +75,7 @@ def _rows_and_cotangents(logits: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
 
 def batched(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     """One forward, then the K VJPs as vmapped backward passes of ``rows_per_pass`` rows each."""
-    x_in, logits = _forward(model, x)
+    x_in, logits, features = _forward(model, x)
     rows, v = _rows_and_cotangents(logits, plan)
     v = v.transpose(0, 1)  # (K, B, C): the batched dimension comes first
     step = plan.rows_per_pass(x.shape[0])
@@ -82,30 +87,40 @@ def batched(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
         )
         chunks.append(g)
     grads = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]  # (K, B, C, H, W)
-    return logits.detach(), rows, grads.transpose(0, 1)
+    return logits.detach(), rows, grads.transpose(0, 1), features
 
 
 def vmap(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     """``torch.func.vjp`` once, then ``torch.func.vmap`` of its VJP over chunks of rows."""
-    logits, vjp_fn = torch.func.vjp(model, x.detach())
+    # has_aux hands the features back unwrapped from the functional transform.
+    logits, vjp_fn, aux = torch.func.vjp(
+        lambda x_in: _with_aux(model, x_in), x.detach(), has_aux=True
+    )
+    features = aux if aux.dim() == 2 else None
     rows, v = _rows_and_cotangents(logits, plan)
     v = v.transpose(0, 1)  # (K, B, C)
     step = plan.rows_per_pass(x.shape[0])
     batched_vjp = torch.func.vmap(vjp_fn)
     chunks = [batched_vjp(v[start : start + step])[0] for start in range(0, plan.num_rows, step)]
     grads = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]  # (K, B, C, H, W)
-    return logits.detach(), rows, grads.transpose(0, 1)
+    return logits.detach(), rows, grads.transpose(0, 1), features
+
+
+def _with_aux(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits and features as ``vjp``'s aux output (an empty tensor stands for no features)."""
+    logits, features = logits_and_features(model, x)
+    return logits, logits.new_empty(0) if features is None else features.detach()
 
 
 def loop(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     """One forward, then K input-only VJPs sharing its retained graph."""
-    x_in, logits = _forward(model, x)
+    x_in, logits, features = _forward(model, x)
     rows, v = _rows_and_cotangents(logits, plan)
     grads = []
     for k in range(plan.num_rows):
         (g,) = torch.autograd.grad(logits, x_in, v[:, k], retain_graph=k < plan.num_rows - 1)
         grads.append(g)
-    return logits.detach(), rows, torch.stack(grads, dim=1)  # (B, K, C, H, W)
+    return logits.detach(), rows, torch.stack(grads, dim=1), features  # grads (B, K, C, H, W)
 
 
 def replicate(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
@@ -117,13 +132,15 @@ def replicate(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     batch = x.shape[0]
     step = plan.rows_per_pass(batch)
     logits_out: Tensor | None = None
+    features_out: Tensor | None = None
     rows: Tensor | None = None
     chunks = []
     for start in range(0, plan.num_rows, step):
         k = min(step, plan.num_rows - start)
-        x_in, z = _forward(model, x.repeat(k, *([1] * (x.dim() - 1))))  # (k*B, ...) copy-major
+        x_in, z, features = _forward(model, x.repeat(k, *([1] * (x.dim() - 1))))  # copy-major
         if rows is None:
             logits_out = z[:batch].detach()
+            features_out = None if features is None else features[:batch]
             rows = select_rows(logits_out, plan.top_n)
         copy_rows = rows[:, start : start + k].transpose(0, 1).reshape(k * batch, 1)
         v = cotangents(z.detach(), copy_rows, plan.rescale).squeeze(1)  # (k*B, C)
@@ -131,7 +148,7 @@ def replicate(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
         chunks.append(g.view(k, batch, *x.shape[1:]))
     grads = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]  # (K, B, C, H, W)
     assert logits_out is not None and rows is not None  # num_rows >= 1
-    return logits_out, rows, grads.transpose(0, 1)
+    return logits_out, rows, grads.transpose(0, 1), features_out
 
 
 STRATEGIES: dict[str, StrategyFn] = {

@@ -1,114 +1,216 @@
-"""The fitted trust scorer the service loads: detector + conformal calibration + provenance."""
+"""The fitted trust scorer the service loads: views, their fusion, and the final calibration.
+
+For a batch of ``ViewInputs`` (what the gradient engine computed): every view gives an outlier
+score; each score becomes a conformal p-value against that view's calibration inputs; the
+fusion combines the p-values into one statistic; and the statistic becomes the **trust score**,
+a conformal p-value against a last calibration split that neither the views nor the fusion saw.
+So ``P(trust <= alpha) <= alpha`` holds for clean inputs exchangeable with that split, and each
+view's own p-value says which view raised a flag.
+
+A ``detector.json`` of format 1 (one LODA or logistic detector on the ten GGA features) loads as
+a scorer with the single view ``gga-paper`` and the ``single`` fusion.
+"""
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detectors.base import Detector, as_features
 from detectors.calibration import ConformalCalibrator, check_alpha
+from detectors.features import FEATURE_NAMES
+from detectors.fusion import Fusion, SingleFusion, fusion_from_dict
 from detectors.persistence import (
     DetectorFileError,
-    detector_from_dict,
-    detector_to_dict,
     read_detector_file,
     write_detector_file,
 )
+from detectors.views import VIEWS, View, ViewInputs
+from detectors.views.gga import FEATURE_DETECTORS, GGAPaperView
+
+
+@dataclass
+class TrustResult:
+    """What the scorer says about N inputs.
+
+    Attributes:
+        score: (N,) fused outlier score (higher = less trustworthy).
+        trust: (N,) trust scores in [0, 1] (conformal p-values; 0 only for a NaN score).
+        flagged: (N,) trust below alpha.
+        views: each view's own p-value (N,), by view name.
+    """
+
+    score: np.ndarray
+    trust: np.ndarray
+    flagged: np.ndarray
+    views: dict[str, np.ndarray]
 
 
 class TrustScorer:
-    """Outlier score -> conformal trust score -> flag, for one model's GGA features.
+    """Views -> per-view p-values -> fusion -> calibrated trust score, for one model.
 
     Args:
-        detector: a fitted detector on GGA features (LODA or logistic).
-        calibrator: calibration on held-out clean, correctly classified inputs.
+        views: fitted views by name: those the fusion combines, and any others fitted beside
+            them (kept so evaluation can show every view alone; not computed when serving).
+        view_calibrators: each view's calibration (empty for the ``single`` fusion).
+        fusion: how the views' p-values are combined; its ``views`` are the served ones.
+        calibrator: the final calibration of the fused statistic.
         alpha: flag inputs whose trust is below this (the false-alarm rate on clean inputs).
-        feature_names: names of the feature columns, in order.
-        engine_options: the ``EngineOptions`` fields the features were computed with.
+        engine_options: the ``EngineOptions`` fields the views' inputs were computed with.
         model_name: the model it was fitted for.
         weights_sha256: hash of that model's weights.
-        provenance: data, split, sizes and seeds used (free-form JSON).
+        provenance: data, splits, sizes, seeds and the choices made (free-form JSON).
+
+    Raises:
+        ValueError: the fusion names views that are missing, or a view lacks its calibration.
     """
 
     def __init__(
         self,
-        detector: Detector,
+        views: dict[str, View],
+        view_calibrators: dict[str, ConformalCalibrator],
+        fusion: Fusion,
         calibrator: ConformalCalibrator,
         alpha: float,
-        feature_names: tuple[str, ...],
         engine_options: dict[str, Any],
         model_name: str,
         weights_sha256: str,
         provenance: dict[str, Any] | None = None,
     ) -> None:
-        self.detector = detector
+        missing = [v for v in fusion.views if v not in views]
+        if missing:
+            raise ValueError(f"the fusion uses views {missing} that the scorer does not have")
+        if not isinstance(fusion, SingleFusion):
+            uncalibrated = [v for v in views if v not in view_calibrators]
+            if uncalibrated:
+                raise ValueError(f"views {uncalibrated} have no calibration")
+        self.views = dict(views)
+        self.view_calibrators = dict(view_calibrators)
+        self.fusion = fusion
         self.calibrator = calibrator
         self.alpha = check_alpha(alpha)
-        self.feature_names = tuple(feature_names)
         self.engine_options = dict(engine_options)
         self.model_name = model_name
         self.weights_sha256 = weights_sha256
         self.provenance = dict(provenance or {})
 
-    def score(self, features: Any) -> np.ndarray:
-        """Outlier scores (N,) of GGA features (N, 10); higher = less trustworthy."""
-        z = as_features(features)
-        if z.shape[1] != len(self.feature_names):
-            raise ValueError(
-                f"features have {z.shape[1]} columns; this scorer expects "
-                f"{len(self.feature_names)}: {', '.join(self.feature_names)}"
-            )
-        return self.detector.predict_features(z)
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        """The views the trust score fuses (and the API explains), in order."""
+        return self.fusion.views
 
-    def trust(self, features: Any) -> np.ndarray:
-        """Trust scores (N,) in (0, 1]: conformal p-values of the outlier scores."""
-        return self.calibrator.trust(self.score(features))
+    @property
+    def needs_penultimate(self) -> bool:
+        """Whether a view needs the model's penultimate features."""
+        return any(v.needs_penultimate for v in self.views.values())
+
+    def view_scores(
+        self, inputs: ViewInputs, names: tuple[str, ...] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Outlier scores (N,) of the fused views, or of ``names`` (any fitted views)."""
+        return {
+            name: self.views[name].predict_features(inputs) for name in names or self.view_names
+        }
+
+    def view_p_values(self, inputs: ViewInputs, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Each named view's own conformal p-value (N,) (not for the ``single`` fusion)."""
+        scores = self.view_scores(inputs, names)
+        return {n: self.view_calibrators[n].trust(s) for n, s in scores.items()}
+
+    def evaluate(self, inputs: ViewInputs) -> TrustResult:
+        """Scores, trust, flags and per-view p-values of a batch, in one pass over the views."""
+        scores = self.view_scores(inputs)
+        if isinstance(self.fusion, SingleFusion):
+            (name,) = self.view_names
+            fused = scores[name]
+            trust = self.calibrator.trust(fused)
+            views = {name: trust}
+        else:
+            views = {n: self.view_calibrators[n].trust(scores[n]) for n in self.view_names}
+            fused = self.fusion.statistic(np.stack([views[n] for n in self.view_names], axis=1))
+            trust = self.calibrator.trust(fused)
+        return TrustResult(score=fused, trust=trust, flagged=self.flagged(trust), views=views)
+
+    def score(self, inputs: ViewInputs) -> np.ndarray:
+        """The fused outlier score (N,); ranking by it ranks by trust (up to ties)."""
+        return self.evaluate(inputs).score
+
+    def trust(self, inputs: ViewInputs) -> np.ndarray:
+        """Trust scores (N,) in (0, 1] (0 for an input no view could score)."""
+        return self.evaluate(inputs).trust
 
     def flagged(self, trust: Any) -> np.ndarray:
         """Boolean (N,): trust below ``alpha``."""
         return np.asarray(trust, dtype=np.float64) < self.alpha
 
     def summary(self) -> dict[str, Any]:
-        """What the API's model card endpoint shows about the detector (JSON-ready)."""
+        """What the API's model endpoint shows about the detector (JSON-ready)."""
+        source = self.provenance.get("calibration_inputs", "unknown")
         return {
-            "kind": self.detector.kind,
+            "kind": "multi-view" if len(self.views) > 1 else self.fusion.views[0],
+            "views": list(self.view_names),
+            "view_titles": {n: self.views[n].title for n in self.view_names},
+            "views_fitted": list(self.views),
+            "fusion": self.fusion.kind,
             "alpha": self.alpha,
+            "calibration": {"source": source, "n": self.calibrator.n},
             "n_calibration": self.calibrator.n,
-            "feature_names": list(self.feature_names),
+            "feature_names": list(FEATURE_NAMES),
             "engine_options": dict(self.engine_options),
             "weights_sha256": self.weights_sha256,
-            **{k: v for k, v in self.provenance.items() if k != "created_at"},
+            **{k: v for k, v in self.provenance.items() if k not in ("created_at", "choices")},
             "created_at": self.provenance.get("created_at"),
         }
+
+    # -- persistence ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": {"name": self.model_name, "weights_sha256": self.weights_sha256},
-            "detector": detector_to_dict(self.detector),
-            "feature_names": list(self.feature_names),
             "engine_options": dict(self.engine_options),
-            "calibration": {
-                "alpha": self.alpha,
-                "n": self.calibrator.n,
-                "sorted_scores": self.calibrator.sorted_scores.tolist(),
+            "views": {
+                name: {
+                    "params": view.get_params(),
+                    **(
+                        {"calibration": _calibration_dict(self.view_calibrators[name])}
+                        if name in self.view_calibrators
+                        else {}
+                    ),
+                }
+                for name, view in self.views.items()
             },
+            "fusion": self.fusion.to_dict(),
+            "calibration": {"alpha": self.alpha, **_calibration_dict(self.calibrator)},
             "provenance": self.provenance,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "detector.json") -> "TrustScorer":
-        """Rebuild from ``to_dict`` output.
+        """Rebuild from ``to_dict`` output (format 2) or a format-1 file.
 
         Raises:
-            DetectorFileError: a field is missing or malformed.
+            DetectorFileError: a field is missing or malformed, or a view is unknown.
         """
         try:
+            if data.get("format_version", 2) == 1:
+                return cls._from_v1(data, source)
+            views, calibrators = {}, {}
+            for name, entry in data["views"].items():
+                if name not in VIEWS:
+                    raise DetectorFileError(
+                        f"{source}: unknown view {name!r}; known: {', '.join(VIEWS)}; re-fit "
+                        "the detector with this release: run `gga fit MODEL`"
+                    )
+                views[name] = VIEWS[name].from_params(entry["params"])
+                if "calibration" in entry:
+                    calibrators[name] = ConformalCalibrator(entry["calibration"]["sorted_scores"])
             return cls(
-                detector=detector_from_dict(data["detector"], source),
+                views=views,
+                view_calibrators=calibrators,
+                fusion=fusion_from_dict(data["fusion"]),
                 calibrator=ConformalCalibrator(data["calibration"]["sorted_scores"]),
                 alpha=data["calibration"]["alpha"],
-                feature_names=tuple(data["feature_names"]),
                 engine_options=data["engine_options"],
                 model_name=data["model"]["name"],
                 weights_sha256=data["model"]["weights_sha256"],
@@ -118,6 +220,33 @@ class TrustScorer:
             if isinstance(err, DetectorFileError):
                 raise
             raise DetectorFileError(f"{source}: malformed ({err!r}); re-fit the detector") from err
+
+    @classmethod
+    def _from_v1(cls, data: dict[str, Any], source: str) -> "TrustScorer":
+        """A format-1 file: one detector on the ten features, calibrated directly."""
+        if tuple(data["feature_names"]) != FEATURE_NAMES:
+            raise DetectorFileError(
+                f"{source} was fitted on features {list(data['feature_names'])}, the engine "
+                f"computes {list(FEATURE_NAMES)}; re-fit it: run `gga fit MODEL`"
+            )
+        kind = data["detector"]["kind"]
+        if kind not in FEATURE_DETECTORS:
+            raise DetectorFileError(
+                f"{source}: unknown detector kind {kind!r}; known: {', '.join(FEATURE_DETECTORS)}"
+            )
+        detector = FEATURE_DETECTORS[kind].from_params(data["detector"]["params"])
+        view = GGAPaperView(detector=detector)
+        return cls(
+            views={view.name: view},
+            view_calibrators={},
+            fusion=SingleFusion((view.name,)),
+            calibrator=ConformalCalibrator(data["calibration"]["sorted_scores"]),
+            alpha=data["calibration"]["alpha"],
+            engine_options=data["engine_options"],
+            model_name=data["model"]["name"],
+            weights_sha256=data["model"]["weights_sha256"],
+            provenance={**data.get("provenance", {}), "format_version": 1},
+        )
 
     def save(self, folder: Path) -> Path:
         """Write ``folder/detector.json``; stamps ``provenance.created_at`` if unset."""
@@ -145,3 +274,7 @@ class TrustScorer:
         folder = Path(folder)
         data = read_detector_file(folder, weights_sha256, model_name)
         return cls.from_dict(data, source=str(folder / "detector.json"))
+
+
+def _calibration_dict(calibrator: ConformalCalibrator) -> dict[str, Any]:
+    return {"n": calibrator.n, "sorted_scores": calibrator.sorted_scores.tolist()}

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
 from prometheus_client import (
@@ -112,6 +112,13 @@ class ServiceMetrics:
             buckets=TRUST_SCORE_BUCKETS,
             registry=r,
         )
+        self.view_trust = Histogram(
+            "gga_view_trust",
+            "Each trust view's own p-value per prediction, in [0, 1]: which view raises flags.",
+            ("model", "view"),
+            buckets=TRUST_SCORE_BUCKETS,
+            registry=r,
+        )
         self.predictions = Counter(
             "gga_predictions", "Predictions made (one per image).", ("model",), registry=r
         )
@@ -167,6 +174,7 @@ class ServiceMetrics:
         engine_seconds: float,
         trust_scores: Iterable[float],
         flagged: Iterable[bool],
+        view_p_values: Mapping[str, Iterable[float]] | None = None,
     ) -> None:
         """Record one computed micro-batch.
 
@@ -177,6 +185,7 @@ class ServiceMetrics:
             engine_seconds: Gradient engine plus detector time for the whole micro-batch.
             trust_scores: The trust score of each image.
             flagged: Whether each image was flagged.
+            view_p_values: Each trust view's p-value of each image, by view name.
 
         Raises:
             ValueError: If ``size`` is below 1 or ``engine_seconds`` is negative.
@@ -193,6 +202,10 @@ class ServiceMetrics:
         score_hist = self.trust_score.labels(model=model)
         for score in trust_scores:
             score_hist.observe(score)
+        for view, p_values in (view_p_values or {}).items():
+            view_hist = self.view_trust.labels(model=model, view=view)
+            for p in p_values:
+                view_hist.observe(p)
         self.predictions.labels(model=model).inc(size)
         n_flagged = sum(1 for f in flagged if f)
         # inc(0) still creates the child, so the flag-rate ratio has a series for every model.

@@ -192,6 +192,7 @@ class ServedModel:
             out.engine_seconds,
             out.trust.tolist(),
             out.flagged.tolist(),
+            {view: p.tolist() for view, p in out.views.items()},
         )
         results = []
         for item, lo, hi in zip(items, offsets[:-1], offsets[1:], strict=True):
@@ -220,10 +221,17 @@ class ServedModel:
     ) -> dict[str, Any]:
         result = {k: row[k] for k in row if k not in ("features", "api_key_id", "request_id")}
         if context.explain:
+            assert self.pipeline is not None
+            scorer = self.pipeline.scorer
             result["explanation"] = {
                 "features": dict(zip(FEATURE_NAMES, row["features"], strict=True)),
                 "classes": [int(c) for c in out.classes[i]],
                 "csm": out.csm[i].astype(float).round(6).tolist(),
+                "views": {
+                    view: {"p_value": float(p[i]), "title": scorer.views[view].title}
+                    for view, p in out.views.items()
+                },
+                "fusion": scorer.fusion.kind,
             }
         if context.saliency and out.saliency is not None:
             result["saliency"] = self._saliency(out, i)

@@ -44,10 +44,23 @@ class PredictJSON(BaseModel):
     )
 
 
+class ViewExplanation(BaseModel):
+    p_value: float = Field(
+        description="This view's own conformal p-value: low means this view finds the input "
+        "unusual (the view that raised a flag has the lowest)."
+    )
+    title: str = Field(description="What the view looks at, e.g. 'gradient geometry'.")
+
+
 class Explanation(BaseModel):
     features: dict[str, float] = Field(description="The ten GGA features by name.")
     classes: list[int] = Field(description="Class index of each CSM row.")
     csm: list[list[float]] = Field(description="Cosine similarity matrix of the saliency maps.")
+    views: dict[str, ViewExplanation] = Field(
+        default_factory=dict,
+        description="Each trust view's p-value by view name (gga-csm, knn, energy, ...).",
+    )
+    fusion: str | None = Field(None, description="How the views' p-values were fused.")
 
 
 class Saliency(BaseModel):
@@ -93,12 +106,21 @@ class PredictionPage(BaseModel):
     next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page.")
 
 
+class CalibrationInfo(BaseModel):
+    source: str = Field(description="Where the calibration images came from.")
+    n: int = Field(description="Clean, correctly classified calibration images.")
+
+
 class DetectorInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    kind: str
+    kind: str = Field(description="'multi-view', or the single view of an older detector.")
     alpha: float
     n_calibration: int
+    views: list[str] = Field(default_factory=list, description="The fused trust views.")
+    view_titles: dict[str, str] = Field(default_factory=dict)
+    fusion: str | None = Field(None, description="How the views' p-values are fused.")
+    calibration: CalibrationInfo | None = None
 
 
 class ModelOut(BaseModel):

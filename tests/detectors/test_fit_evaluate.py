@@ -9,55 +9,90 @@ import torch
 
 from cli import main
 from detectors.base import DetectorFitError
-from detectors.evaluate import EvalConfig, evaluate_model
-from detectors.fit import FitConfig, fit_trust_scorer, split_indices
+from detectors.evaluate import BASELINES, TRUST, EvalConfig, evaluate_model, view_row
+from detectors.fit import (
+    HELD_OUT,
+    TRAINING,
+    FitConfig,
+    fit_splits,
+    fit_trust_scorer,
+    indices_digest,
+)
 from detectors.report import write_report
+from detectors.views import ViewUnavailableError
 from models.repository import DEFAULT_REPOSITORY, ModelRepository
-from tests.helpers.models import TinyCNN, seeded
+from tests.helpers.models import TinyCNN, TinyLinear, seeded
+
+SMALL = {"n_fit": 400, "n_view_cal": 150, "n_tune": 150, "n_cal": 150, "pgd_steps": 10}
 
 
-def test_split_is_disjoint_and_seeded() -> None:
-    fit, cal = split_indices(1000, 600, 300, seed=1)
-    assert len(fit) == 600 and len(cal) == 300
-    assert not set(fit.tolist()) & set(cal.tolist())
-    fit2, cal2 = split_indices(1000, 600, 300, seed=1)
-    assert torch.equal(fit, fit2) and torch.equal(cal, cal2)
-    fit3, cal3 = split_indices(100, 600, 300, seed=1)  # small split: calibration keeps half
-    assert len(cal3) == 50 and len(fit3) == 50
+def _all_parts(splits) -> list[int]:
+    return [i for idx in splits.parts().values() for i in idx.tolist()]
 
 
-def test_calibration_draws_only_from_the_held_out_pool() -> None:
-    pool = torch.arange(0, 1000, 10)  # 100 images the model was not trained on
-    fit, cal = split_indices(1000, 2000, 60, seed=2, cal_pool=pool)
-    assert len(cal) == 60 and set(cal.tolist()) <= set(pool.tolist())
-    assert len(fit) == 940 and not set(fit.tolist()) & set(cal.tolist())
-    fit2, cal2 = split_indices(1000, 2000, 60, seed=2, cal_pool=pool)
-    assert torch.equal(fit, fit2) and torch.equal(cal, cal2)
-    _, small = split_indices(1000, 10, 500, seed=2, cal_pool=pool)
-    assert len(small) == 100  # the whole pool, never training images
+def test_parts_are_disjoint_seeded_and_calibrate_on_held_out_images() -> None:
+    config = FitConfig(n_fit=500, n_view_cal=100, n_tune=100, n_cal=200)
+    pool = torch.arange(0, 1000, 2)  # 500 images the model never trained on
+    splits = fit_splits(1000, pool, config)
+    indices = _all_parts(splits)
+    assert len(indices) == len(set(indices)) and max(indices) < 1000
+    assert set(splits.cal.tolist()) <= set(pool.tolist()) and len(splits.cal) == 200
+    # 300 held-out images left: enough for the views' calibration and the tune part.
+    assert set(splits.tune.tolist()) | set(splits.view_cal.tolist()) <= set(pool.tolist())
+    assert splits.sources == {
+        "cal": HELD_OUT,
+        "view_cal": HELD_OUT,
+        "tune": HELD_OUT,
+        "fit": TRAINING,
+    }
+    assert not set(splits.fit.tolist()) & set(pool.tolist())
+    again = fit_splits(1000, pool, config)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(splits.parts().values(), again.parts().values(), strict=True)
+    )
+    assert not torch.equal(fit_splits(1000, pool, config, seed=1).cal, splits.cal)
+
+
+def test_a_small_held_out_pool_all_goes_to_the_final_calibration() -> None:
+    config = FitConfig(n_fit=5000, n_view_cal=100, n_tune=100, n_cal=2000)
+    pool = torch.arange(900, 1000)
+    splits = fit_splits(1000, pool, config)
+    assert sorted(splits.cal.tolist()) == pool.tolist()
+    assert splits.sources["tune"] == splits.sources["view_cal"] == TRAINING
+    assert len(splits.tune) == len(splits.view_cal) == 100
+    indices = _all_parts(splits)
+    assert len(indices) == len(set(indices))
     with pytest.raises(DetectorFitError, match="held-out"):
-        split_indices(1000, 10, 10, seed=2, cal_pool=torch.empty(0, dtype=torch.long))
+        fit_splits(1000, torch.empty(0, dtype=torch.long), config)
 
 
-def test_fit_then_evaluate_detects_pgd_better_than_chance(tiny_mnist, tmp_path) -> None:
+def test_fit_then_evaluate_the_fused_score_beats_its_best_view(
+    tiny_mnist, shared_data_dir, tmp_path
+) -> None:
     t = tiny_mnist
-    config = FitConfig(n_fit=500, n_cal=200, bins=20, strategy="vmap")
+    held_out = torch.arange(len(t.x_train) - 300, len(t.x_train))
     scorer = fit_trust_scorer(
         t.model,
         t.x_train,
         t.y_train,
         model_name="tiny",
         weights_sha256="0" * 64,
-        config=config,
+        config=FitConfig(**SMALL, strategy="vmap"),
         dataset="mnist",
+        held_out=held_out,
         progress=False,
     )
-    assert scorer.provenance["n_fit"] > 350 and scorer.provenance["n_cal"] > 150
+    p = scorer.provenance
+    assert p["calibration_inputs"] == HELD_OUT and p["n_cal"] > 100
+    assert set(p["choices"]["fusion"]["scores"]) >= {"fisher", "cauchy", "logistic"}
+    assert set(p["choices"]["rescale_logits"]["measured"]) == {"True", "False"}
+    assert set(p["untrusted"]["kinds"]) >= {"fgsm", "pgd", "noise_images", "corruption"}
     cfg = EvalConfig(
-        n=100,
+        n=150,
         pgd_steps=10,
         n_baseline_fit=300,
-        kinds=("pgd_linf", "pgd_linf_min", "ood_noise"),
+        kinds=("pgd_linf", "pgd_linf_min", "rotation", "ood_noise", "ood_photos", "ood_dataset"),
         strategy="vmap",
         examples=2,
     )
@@ -69,19 +104,51 @@ def test_fit_then_evaluate_detects_pgd_better_than_chance(tiny_mnist, tmp_path) 
         train=(t.x_train, t.y_train),
         test=(t.x_test, t.y_test),
         cfg=cfg,
+        data_dir=str(shared_data_dir),
         progress=False,
     )
     assert result.kinds["pgd_linf"]["n_untrusted"] > 50
-    assert result.auroc["GGA"]["pgd_linf"] > 0.6
-    assert result.auroc["GGA"]["pgd_linf_min"] > 0.6
-    assert set(result.tnr) == {"max softmax", "ODIN", "energy", "Mahalanobis", "GGA"}
-    assert 0.0 <= result.false_alarm["rate"] <= 0.25  # alpha 0.05 on ~90 inputs: loose bound
+    views = [view_row(v) for v in scorer.views]
+    assert set(result.tnr) == {TRUST, *views, *BASELINES}
+    # On a mixed set of untrusted inputs the fused score is at least as good as any view alone.
+    best_view = max(result.pooled[v]["AUROC"] for v in views)
+    assert result.pooled[TRUST]["AUROC"] >= best_view - 0.005, (result.pooled, scorer.view_names)
+    assert result.auroc[TRUST]["pgd_linf_min"] > 0.6
+    assert all(1 <= r <= len(result.tnr) for r in result.ranks[TRUST].values())
+    assert 0.0 <= result.false_alarm["rate"] <= 0.2  # alpha 0.05 on ~140 inputs: loose bound
     paths = write_report(result, tmp_path, command="gga evaluate tiny")
     data = json.loads(paths["json"].read_text())
-    assert data["pooled"]["GGA"]["AUROC"] == pytest.approx(result.pooled["GGA"]["AUROC"])
+    assert data["pooled"][TRUST]["AUROC"] == pytest.approx(result.pooled[TRUST]["AUROC"])
     report = paths["markdown"].read_text()
-    assert "| GGA |" in report and "| method | PGD l∞ stopped at success |" in report
+    assert f"| **{TRUST}** |" in report and "| k-NN |" in report and "mean rank" in report
     assert paths["roc"].stat().st_size > 0 and paths["examples_pgd_linf"].stat().st_size > 0
+
+
+def test_the_fusion_learns_only_from_training_images_of_the_tune_part(tiny_mnist) -> None:
+    t = tiny_mnist
+    held_out = torch.arange(len(t.x_train) - 300, len(t.x_train))
+    config = FitConfig(**SMALL, strategy="vmap", rescale="on", fusion="logistic")
+    scorer = fit_trust_scorer(
+        t.model,
+        t.x_train,
+        t.y_train,
+        model_name="tiny",
+        weights_sha256="0" * 64,
+        config=config,
+        dataset="mnist",
+        held_out=held_out,
+        progress=False,
+    )
+    parts = scorer.provenance["parts"]
+    splits = fit_splits(len(t.x_train), held_out, config)
+    for name, idx in splits.parts().items():
+        assert parts[name]["indices_sha256"] == indices_digest(idx)
+    # The untrusted inputs the logistic fusion is trained on are made from the tune part, and
+    # the tune part is made of training images, disjoint from the final calibration.
+    assert scorer.provenance["untrusted"]["made_from"] == "tune"
+    assert max(splits.tune.tolist()) < len(t.x_train)
+    assert not set(splits.tune.tolist()) & set(splits.cal.tolist())
+    assert scorer.fusion.kind == "logistic" and scorer.fusion.coef is not None
 
 
 def test_fit_refuses_too_few_correct_inputs(tiny_mnist) -> None:
@@ -90,13 +157,36 @@ def test_fit_refuses_too_few_correct_inputs(tiny_mnist) -> None:
     with pytest.raises(DetectorFitError, match="raise --n-fit"):
         fit_trust_scorer(
             untrained,
-            tiny_mnist.x_train[:200],
-            wrong_labels[:200],
+            tiny_mnist.x_train[:400],
+            wrong_labels[:400],
             model_name="u",
             weights_sha256="0" * 64,
-            config=FitConfig(n_fit=100, n_cal=100, strategy="vmap"),
+            config=FitConfig(n_fit=100, n_view_cal=50, n_tune=50, n_cal=50, strategy="vmap"),
             progress=False,
         )
+
+
+def test_views_that_need_features_are_refused_for_a_model_without_them(tiny_mnist) -> None:
+    model = seeded(TinyLinear, in_shape=(1, 28, 28), num_classes=10)
+    with pytest.raises(ViewUnavailableError, match=r"need penultimate features.*--views gga-paper"):
+        fit_trust_scorer(
+            model,
+            tiny_mnist.x_train[:400],
+            tiny_mnist.y_train[:400],
+            model_name="linear",
+            weights_sha256="0" * 64,
+            config=FitConfig(views=("gga-csm", "knn"), strategy="vmap"),
+            progress=False,
+        )
+
+
+def test_unknown_views_and_fusions_are_named() -> None:
+    with pytest.raises(DetectorFitError, match="unknown views \\['vibes'\\]"):
+        FitConfig(views=("gga-csm", "vibes"))
+    with pytest.raises(DetectorFitError, match="unknown fusion 'mean'"):
+        FitConfig(fusion="mean")
+    with pytest.raises(DetectorFitError, match="rescale must be one of"):
+        FitConfig(rescale="maybe")
 
 
 @pytest.fixture
@@ -114,15 +204,35 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> No
     common = ["--repo", str(repo), "--data-dir", str(shared_data_dir)]
     assert main(["evaluate", name, *common]) == 2
     assert f"gga fit {name}" in capsys.readouterr().err
-    fit = ["fit", name, "--n-fit", "300", "--n-cal", "100", "--bins", "20", "--no-rescale"]
+    fit = [
+        "fit",
+        name,
+        "--n-fit",
+        "300",
+        "--n-view-cal",
+        "100",
+        "--n-tune",
+        "100",
+        "--n-cal",
+        "100",
+        "--bins",
+        "20",
+        "--no-rescale",
+        "--pgd-steps",
+        "5",
+        "--views",
+        "gga-csm,energy,knn",
+    ]
     assert main([*fit, *common]) == 0
     assert "wrote" in capsys.readouterr().out
     saved = json.loads((repo / name / "detector.json").read_text())
+    assert saved["format_version"] == 2
     assert saved["model"]["weights_sha256"] == ModelRepository(repo).card(name).weights_sha256
     assert saved["engine_options"]["rescale_logits"] is False  # served and evaluated that way
+    assert set(saved["views"]) == {"gga-csm", "energy", "knn"}
     # Calibrated on the 500 images the card's recipe held out from training.
     assert saved["provenance"]["calibration_inputs"] == "held out from training"
-    assert saved["provenance"]["n_cal_drawn"] == 100
+    assert saved["provenance"]["parts"]["cal"]["drawn"] == 100
     out = tmp_path / "eval"
     args = [
         "evaluate",
@@ -139,7 +249,7 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> No
     ]
     assert main(args) == 0
     assert (out / "results.md").is_file() and (out / "roc.png").is_file()
-    assert np.isfinite(json.loads((out / "results.json").read_text())["pooled"]["GGA"]["AUROC"])
+    assert np.isfinite(json.loads((out / "results.json").read_text())["pooled"][TRUST]["AUROC"])
 
 
 def test_cli_fit_without_a_recipe_calibrates_on_training_inputs_and_says_so(
@@ -150,7 +260,8 @@ def test_cli_fit_without_a_recipe_calibrates_on_training_inputs_and_says_so(
     card = json.loads(card_path.read_text())
     card["recipe"] = {}  # a model imported from elsewhere: which images trained it is unknown
     card_path.write_text(json.dumps(card))
-    fit = ["fit", name, "--n-fit", "200", "--n-cal", "100", "--bins", "20"]
+    fit = ["fit", name, "--n-fit", "200", "--n-view-cal", "100", "--n-tune", "100"]
+    fit += ["--n-cal", "100", "--bins", "20", "--rescale", "on", "--pgd-steps", "5"]
     assert main([*fit, "--repo", str(repo), "--data-dir", str(shared_data_dir)]) == 0
     assert "calibrating on training inputs" in capsys.readouterr().err
     saved = json.loads((repo / name / "detector.json").read_text())

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from detectors.collect import view_inputs
+from detectors.engine import EngineOptions, GradientEngine
 from detectors.features import FEATURE_NAMES
 from detectors.fit import FitConfig, fit_trust_scorer
 from detectors.persistence import DetectorFileError, DetectorNotFoundError
@@ -11,11 +13,12 @@ from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline
 from detectors.trust import TrustScorer
 
 SHA = "0f" * 32
+SMALL = {"n_fit": 300, "n_view_cal": 100, "n_tune": 100, "n_cal": 150, "pgd_steps": 5, "bins": 20}
 
 
 @pytest.fixture(scope="module")
 def scorer(tiny_mnist) -> TrustScorer:
-    config = FitConfig(n_fit=300, n_cal=150, seed=0, bins=20, strategy="vmap")
+    config = FitConfig(**SMALL, rescale="on", strategy="vmap")
     t = tiny_mnist
     return fit_trust_scorer(
         t.model,
@@ -44,7 +47,13 @@ def test_pipeline_output_shapes_and_types(tiny_mnist, scorer, tmp_path) -> None:
     assert out.features.shape == (5, len(FEATURE_NAMES)) and out.features.dtype == np.float32
     assert out.csm.shape == (5, 10, 10) and out.classes.shape == (5, 10)
     assert out.saliency.shape == (5, 10, 28 * 28) and out.engine_seconds > 0
-    np.testing.assert_allclose(out.trust, scorer.trust(out.features.astype(np.float64)), rtol=1e-6)
+    engine_out = GradientEngine(tiny_mnist.model, EngineOptions(**scorer.engine_options))(x)
+    expected = scorer.evaluate(view_inputs(engine_out))
+    np.testing.assert_allclose(out.trust, expected.trust, rtol=1e-6)
+    assert set(out.views) == set(scorer.view_names)
+    for name, p in out.views.items():
+        np.testing.assert_allclose(p, expected.views[name], rtol=1e-6)
+        assert ((p > 0) & (p <= 1)).all()
     assert pipe(x).saliency is None
     assert pipe.warmup((1, 28, 28), (4,))  # maps bucket -> strategy
 
@@ -65,12 +74,16 @@ def test_load_errors(tiny_mnist, scorer, tmp_path) -> None:
 
 
 def test_a_detector_fitted_without_rescaling_is_served_without_it(tiny_mnist, tmp_path) -> None:
-    from detectors.engine import EngineOptions, GradientEngine
-
     t = tiny_mnist
-    config = FitConfig(n_fit=300, n_cal=150, bins=20, strategy="vmap", rescale_logits=False)
+    config = FitConfig(**SMALL, strategy="vmap", rescale="off", views=("gga-paper", "energy"))
     plain = fit_trust_scorer(
-        t.model, t.x_train, t.y_train, model_name="tiny", weights_sha256=SHA, config=config
+        t.model,
+        t.x_train,
+        t.y_train,
+        model_name="tiny",
+        weights_sha256=SHA,
+        config=config,
+        progress=False,
     )
     assert plain.engine_options["rescale_logits"] is False
     plain.save(tmp_path)
@@ -81,3 +94,20 @@ def test_a_detector_fitted_without_rescaling_is_served_without_it(tiny_mnist, tm
     rescaled = GradientEngine(t.model, EngineOptions(rescale_logits=True))(x).features.numpy()
     np.testing.assert_allclose(served, unscaled, atol=1e-6)
     assert not np.allclose(served, rescaled, atol=1e-3)
+
+
+def test_a_detector_whose_views_the_model_cannot_serve_is_refused(tiny_mnist, scorer, tmp_path):
+    from torch import nn
+
+    class NoFeatures(nn.Module):  # the same classifier, without embed/head
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+    assert scorer.needs_penultimate
+    scorer.save(tmp_path)
+    with pytest.raises(DetectorFileError, match=r"need penultimate features.*gga fit tiny"):
+        load_pipeline(tmp_path, NoFeatures(tiny_mnist.model), SHA)

@@ -24,6 +24,10 @@ class TinyCNN(nn.Module):
         self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
         self.fc = nn.Linear(8 * (side // 2) ** 2, num_classes)
 
+    @property
+    def head(self) -> nn.Linear:
+        return self.fc
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1)
 

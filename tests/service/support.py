@@ -2,7 +2,8 @@
 
 The zoo's trained models may not exist when the tests run, and loading them costs seconds; a
 compact CNN with narrow layers, trained for a few steps on real Fashion-MNIST images and with a
-LODA detector fitted on its real GGA features, exercises every code path of the service.
+multi-view trust detector fitted by ``gga fit``'s own code (small sizes), exercises every code
+path of the service.
 """
 
 import os
@@ -16,12 +17,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from detectors.calibration import ConformalCalibrator
-from detectors.engine import EngineOptions, GradientEngine
-from detectors.features import FEATURE_NAMES
-from detectors.loda import LODA
-from detectors.pipeline import engine_options_dict
-from detectors.trust import TrustScorer
+from detectors.fit import FitConfig, fit_trust_scorer
 from models.architectures import build_model
 from models.card import ModelCard
 from models.data import load_dataset
@@ -67,22 +63,20 @@ def make_model_folder(root: Path, data_dir: Path, name: str = "fashion-mnist-cnn
     card = save_model_folder(folder, card, model)
     for p in model.parameters():
         p.requires_grad_(False)
-    options = EngineOptions()
-    engine = GradientEngine(model, options)
-    out = engine(x_all[:160])
-    correct = out.predicted == y_all[:160]
-    features = out.features[correct].numpy()
-    detector = LODA(projections=20, bins=10, seed=0).fit_features(features[:-40])
-    calibrator = ConformalCalibrator(detector.predict_features(features[-40:]))
-    TrustScorer(
-        detector=detector,
-        calibrator=calibrator,
-        alpha=0.05,
-        feature_names=FEATURE_NAMES,
-        engine_options=engine_options_dict(options),
+    # The model trained on random draws of all 2,048 images: none is held out, so every part of
+    # the fit draws from them (fine for a fixture; gga fit calibrates on held-out images).
+    config = FitConfig(
+        n_fit=600, n_view_cal=150, n_tune=150, n_cal=150, rescale="on", pgd_steps=5, bins=10
+    )
+    fit_trust_scorer(
+        model,
+        x_all,
+        y_all,
         model_name=name,
         weights_sha256=card.weights_sha256,
-        provenance={"note": "service test fixture"},
+        config=config,
+        dataset="fashion-mnist",
+        progress=False,
     ).save(folder)
     return folder
 

@@ -77,6 +77,12 @@ def test_explain_and_saliency(client: TestClient, fmnist_pngs) -> None:
     csm = np.asarray(ex["csm"])
     assert csm.shape == (10, 10) and np.allclose(np.diag(csm), 1, atol=1e-4)
     assert np.allclose(csm, csm.T, atol=1e-5)
+    # Each fused view's own p-value, named as the model endpoint lists them.
+    detector = client.get("/v1/models/fashion-mnist-cnn").json()["detector"]
+    assert set(ex["views"]) == set(detector["views"]) and ex["fusion"] == detector["fusion"]
+    for name, view in ex["views"].items():
+        assert 0 < view["p_value"] <= 1 and view["title"] == detector["view_titles"][name]
+    assert detector["calibration"]["n"] == detector["n_calibration"] > 0
     image = Image.open(io.BytesIO(base64.b64decode(p["saliency"]["predicted"])))
     assert image.size == (28, 28)
     assert set(np.unique(np.asarray(image))) <= {0, 127, 128, 255}

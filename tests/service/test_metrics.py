@@ -23,6 +23,7 @@ EXPECTED = {
     "gga_batch_size": ("histogram", {"model"}),
     "gga_engine_duration_seconds": ("histogram", {"model"}),
     "gga_trust_score": ("histogram", {"model"}),
+    "gga_view_trust": ("histogram", {"model", "view"}),
     "gga_predictions": ("counter", {"model"}),
     "gga_flagged_predictions": ("counter", {"model"}),
     "gga_queue_depth": ("gauge", {"model"}),
@@ -44,7 +45,10 @@ def value(m: ServiceMetrics, name: str, **labels: str) -> float | None:
 def exercise(m: ServiceMetrics) -> None:
     """Touch every collector once, so every family has a sample."""
     m.observe_request(MODEL, PREDICT, 200, 0.12)
-    m.observe_batch(MODEL, 3, [0.001, 0.002, 0.003], 0.05, [0.9, 0.5, 0.02], [False, False, True])
+    m.observe_batch(
+        MODEL, 3, [0.001, 0.002, 0.003], 0.05, [0.9, 0.5, 0.02], [False, False, True],
+        {"gga-csm": [0.8, 0.4, 0.01]},
+    )  # fmt: skip
     m.set_queue_depth(MODEL, 4)
     m.set_queue_capacity(MODEL, 64)
     m.set_model_info(MODEL, "1.0.0", "loda", 0.05)
@@ -120,6 +124,14 @@ def test_observe_batch_moves_every_batch_metric(metrics: ServiceMetrics) -> None
     assert value(metrics, "gga_trust_score_bucket", le="0.05", **m) == 2
     assert value(metrics, "gga_predictions_total", **m) == 5
     assert value(metrics, "gga_flagged_predictions_total", **m) == 2
+
+
+def test_each_view_gets_its_own_trust_histogram(metrics: ServiceMetrics) -> None:
+    views = {"gga-csm": [0.5, 0.002], "knn": [0.9, 0.3]}
+    metrics.observe_batch(MODEL, 2, [0.0, 0.0], 0.01, [0.6, 0.01], [False, True], views)
+    assert value(metrics, "gga_view_trust_count", model=MODEL, view="gga-csm") == 2
+    assert value(metrics, "gga_view_trust_bucket", le="0.01", model=MODEL, view="gga-csm") == 1
+    assert value(metrics, "gga_view_trust_bucket", le="0.01", model=MODEL, view="knn") == 0
 
 
 def test_flagged_counter_exists_at_zero_after_a_clean_batch(metrics: ServiceMetrics) -> None:

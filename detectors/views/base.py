@@ -1,0 +1,143 @@
+"""What a trust view reads, and the contract every view follows.
+
+A *view* is one way of looking at a prediction that turns it into an outlier score (higher =
+less trustworthy): the geometry of the all-class gradients (GGA), the logits, or the penultimate
+features. Every view reads only what the gradient engine's one forward and all-class backward
+already computed (``ViewInputs``), so adding views costs arithmetic, not passes through the
+model. Views follow the ``Detector`` contract: ``fit_features(inputs)`` on clean, correctly
+classified training inputs returns the view, ``predict_features(inputs)`` gives scores, JSON
+parameters through ``get_params``/``from_params``, no pickle.
+"""
+
+import abc
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from detectors.base import Detector, DetectorFitError
+
+
+class ViewUnavailableError(DetectorFitError):
+    """A view needs something this model does not expose (penultimate features)."""
+
+
+@dataclass
+class ViewInputs:
+    """Everything the views read about N inputs, as numpy arrays.
+
+    Attributes:
+        logits: (N, C) unscaled logits.
+        predicted: (N,) int64 predicted classes.
+        gga: (N, 10) GGA features (``detectors.features.FEATURE_NAMES``).
+        csm: (N, K, K) cosine similarity matrices.
+        classes: (N, K) int64 class of each CSM row.
+        penultimate: (N, F) penultimate features, or ``None`` for a model without them.
+    """
+
+    logits: np.ndarray
+    predicted: np.ndarray
+    gga: np.ndarray
+    csm: np.ndarray
+    classes: np.ndarray
+    penultimate: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def take(self, index: Any) -> "ViewInputs":
+        """The inputs at ``index`` (a boolean mask or integer indices)."""
+        return ViewInputs(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                for f in fields(self)
+            }
+        )
+
+    @classmethod
+    def concat(cls, parts: list["ViewInputs"]) -> "ViewInputs":
+        """One ``ViewInputs`` of several, in order.
+
+        Raises:
+            ValueError: ``parts`` is empty.
+        """
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        values = {}
+        for f in fields(cls):
+            arrays = [getattr(p, f.name) for p in parts]
+            values[f.name] = None if any(a is None for a in arrays) else np.concatenate(arrays)
+        return cls(**values)
+
+
+class View(Detector):
+    """One view of a prediction: an outlier score from ``ViewInputs``; higher = less trusted.
+
+    Subclasses set ``name`` (as in ``detector.json`` and the API), ``title`` (what a user reads:
+    "gradient geometry"), ``needs_penultimate``, and implement ``_fit``, ``_score``,
+    ``get_params`` and ``from_params``.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    needs_penultimate: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._fitted = False
+
+    @property
+    def kind(self) -> str:
+        return self.name
+
+    @property
+    def fitted(self) -> bool:
+        return self._fitted
+
+    def fit_features(self, z: ViewInputs, y: Any = None) -> Self:
+        """Fit on clean, correctly classified inputs (their predicted class is their label).
+
+        Raises:
+            ViewUnavailableError: the view needs penultimate features and ``z`` has none.
+            DetectorFitError: too few inputs, or non-finite values.
+        """
+        self._check_available(z)
+        self._fit(z)
+        self._fitted = True
+        return self
+
+    def predict_features(self, z: ViewInputs) -> np.ndarray:
+        """Outlier scores (N,) as float64; NaN where the view is undefined for an input."""
+        self._check_fitted()
+        self._check_available(z)
+        return np.asarray(self._score(z), dtype=np.float64).reshape(-1)
+
+    def _check_available(self, z: ViewInputs) -> None:
+        if self.needs_penultimate and z.penultimate is None:
+            raise ViewUnavailableError(
+                f"the {self.name!r} view needs penultimate features, which this model does not "
+                "expose (embed(x) and a linear head; see models/penultimate.py); fit without it: "
+                "gga fit MODEL --views ... leaving it out"
+            )
+
+    @abc.abstractmethod
+    def _fit(self, z: ViewInputs) -> None:
+        """Fit on ``z`` (clean, correctly classified)."""
+
+    @abc.abstractmethod
+    def _score(self, z: ViewInputs) -> np.ndarray:
+        """Outlier scores (N,)."""
+
+    @abc.abstractmethod
+    def get_params(self) -> dict[str, Any]:
+        """The fitted state, JSON-ready."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        """A fitted view from ``get_params()`` output."""
+
+
+def fitted_view(view: View) -> View:
+    """Mark a view rebuilt from parameters as fitted (used by ``from_params``)."""
+    view._fitted = True
+    return view

@@ -1,0 +1,195 @@
+"""Views of the penultimate features ``h`` (``models.penultimate``) from the engine's forward.
+
+- ``mahalanobis``: class means and one tied covariance (Ledoit-Wolf shrunk) of ``h`` on clean
+  training inputs; the score is the smallest squared Mahalanobis distance to a class mean
+  (Lee et al. 2018, last layer, without their input preprocessing, which costs a backward and a
+  second forward on the request path). Features wider than 256 are first projected on their
+  leading principal components (``detectors.views.projection``).
+- ``knn``: deep nearest neighbours (Sun et al. 2022): ``h`` normalised to unit length, the
+  score is the distance to the k-th nearest of a bank of clean training features.
+- ``gradnorm`` (Huang et al. 2021): the L1 norm of the gradient of KL(uniform || softmax(z))
+  with respect to the last layer's weights W. For ``z = W h + b`` that gradient is
+  ``(softmax(z) - 1/C) h^T``, so its L1 norm is ``|softmax(z) - 1/C|_1 * |h|_1``: exact, in
+  closed form, with no backward pass at all. In-distribution inputs have larger norms, so the
+  score is its negative.
+"""
+
+from typing import Any, Self
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from sklearn.covariance import LedoitWolf
+
+from detectors.arrays import decode_array, encode_array, quantize
+from detectors.base import DetectorFitError, as_features
+from detectors.views.base import View, ViewInputs, fitted_view
+from detectors.views.projection import Projection
+
+# The bank of the k-NN view lives in detector.json: keep it to about a million float16 values
+# (2 MB, 2.7 MB as base64) whatever the feature width.
+KNN_BANK_VALUES = 1_000_000
+KNN_BANK_MAX = 5_000
+
+
+def _features(z: ViewInputs) -> np.ndarray:
+    assert z.penultimate is not None  # checked by View._check_available
+    return np.asarray(z.penultimate, dtype=np.float64)
+
+
+class MahalanobisView(View):
+    """Smallest squared Mahalanobis distance to a class mean, tied covariance."""
+
+    name = "mahalanobis"
+    title = "unfamiliar features"
+    needs_penultimate = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.projection = Projection()
+        self.means: np.ndarray | None = None  # (C, D)
+        self.precision: np.ndarray | None = None  # (D, D)
+
+    def _fit(self, z: ViewInputs) -> None:
+        h = as_features(_features(z), "penultimate features")
+        num_classes = z.logits.shape[1]
+        present = np.unique(z.predicted)
+        if len(h) < 20 or len(present) < 2:
+            raise DetectorFitError(
+                f"the mahalanobis view needs at least 20 fitting inputs from two classes or more; "
+                f"got {len(h)} from {len(present)}: raise --n-fit"
+            )
+        self.projection = Projection.fit(h)
+        h = self.projection(h)
+        means = np.zeros((num_classes, h.shape[1]))
+        centred = np.empty_like(h)
+        for c in present:
+            own = z.predicted == c
+            means[c] = h[own].mean(axis=0)
+            centred[own] = h[own] - means[c]
+        # A class never predicted on the fitting data has no mean: keep it out of the minimum.
+        means[np.setdiff1d(np.arange(num_classes), present)] = np.nan
+        precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+        self.means = quantize(means, "float32")
+        self.precision = quantize(precision, "float32")
+
+    def _score(self, z: ViewInputs) -> np.ndarray:
+        assert self.means is not None and self.precision is not None
+        h = self.projection(_features(z))
+        known = ~np.isnan(self.means[:, 0])
+        d = h[:, None, :] - self.means[None, known, :]  # (N, C', F)
+        dist = np.einsum("ncf,fg,ncg->nc", d, self.precision, d)
+        return dist.min(axis=1)
+
+    def get_params(self) -> dict[str, Any]:
+        self._check_fitted()
+        assert self.means is not None and self.precision is not None
+        return {
+            "projection": self.projection.get_params(),
+            "means": encode_array(self.means, "float32"),
+            "precision": encode_array(self.precision, "float32"),
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        view = cls()
+        view.projection = Projection.from_params(params.get("projection"))
+        view.means = decode_array(params["means"]).astype(np.float64)
+        view.precision = decode_array(params["precision"]).astype(np.float64)
+        if view.precision.shape != (view.means.shape[1],) * 2:
+            raise ValueError(
+                f"precision of shape {view.precision.shape} does not fit means {view.means.shape}"
+            )
+        return fitted_view(view)
+
+
+def _normalise(h: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(h, axis=1, keepdims=True)
+    return h / np.maximum(norm, 1e-12)
+
+
+class KNNView(View):
+    """Distance from the unit-length features to the k-th nearest training feature.
+
+    Args:
+        k: which neighbour (Sun et al. use 50 with all 50,000 CIFAR-10 training images and
+            k = 1 with a 1% sample; our bank holds up to 5,000, hence 10).
+        bank_size: most training features kept (fewer for wide features, see
+            ``KNN_BANK_VALUES``); drawn with ``seed``.
+        seed: seeds the draw of the bank.
+    """
+
+    name = "knn"
+    title = "far from training images"
+    needs_penultimate = True
+
+    def __init__(self, k: int = 10, bank_size: int = KNN_BANK_MAX, seed: int = 0) -> None:
+        super().__init__()
+        if k < 1 or bank_size < 1:
+            raise ValueError(f"k and bank_size must be positive, got {k}, {bank_size}")
+        self.k = int(k)
+        self.bank_size = int(bank_size)
+        self.seed = int(seed)
+        self.bank: np.ndarray | None = None  # (M, F) unit rows, float16 values
+
+    def _fit(self, z: ViewInputs) -> None:
+        h = as_features(_features(z), "penultimate features")
+        size = min(len(h), self.bank_size, max(1, KNN_BANK_VALUES // h.shape[1]))
+        if size < self.k + 1:
+            raise DetectorFitError(
+                f"the knn view needs more than k = {self.k} fitting inputs, got {len(h)}"
+            )
+        rng = np.random.default_rng(self.seed)
+        chosen = np.sort(rng.choice(len(h), size=size, replace=False))
+        self.bank = quantize(_normalise(h[chosen]), "float16")
+
+    def _score(self, z: ViewInputs) -> np.ndarray:
+        assert self.bank is not None
+        queries = torch.from_numpy(_normalise(_features(z)))
+        bank = torch.from_numpy(self.bank)
+        # Unit vectors: |q - b|^2 = 2 - 2 q.b, so the k nearest are the k largest dot products.
+        dots = queries @ bank.T  # (N, M)
+        kth = dots.topk(self.k, dim=1).values[:, -1]
+        return (2.0 - 2.0 * kth).clamp_min(0.0).sqrt().numpy()
+
+    def get_params(self) -> dict[str, Any]:
+        self._check_fitted()
+        assert self.bank is not None
+        return {
+            "k": self.k,
+            "bank_size": self.bank_size,
+            "seed": self.seed,
+            "bank": encode_array(self.bank, "float16"),
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        view = cls(params["k"], params["bank_size"], params["seed"])
+        view.bank = decode_array(params["bank"]).astype(np.float64)
+        if view.bank.ndim != 2 or len(view.bank) <= view.k - 1:
+            raise ValueError(f"a bank of shape {view.bank.shape} cannot serve k = {view.k}")
+        return fitted_view(view)
+
+
+class GradNormView(View):
+    """Minus the L1 norm of the last layer's weight gradient of KL(uniform || softmax)."""
+
+    name = "gradnorm"
+    title = "gradient norm"
+    needs_penultimate = True
+
+    def _fit(self, z: ViewInputs) -> None:
+        pass  # a fixed function of the logits and features
+
+    def _score(self, z: ViewInputs) -> np.ndarray:
+        logits = np.asarray(z.logits, dtype=np.float64)
+        p = softmax(logits, axis=1)
+        dz = np.abs(p - 1.0 / logits.shape[1]).sum(axis=1)
+        return -(dz * np.abs(_features(z)).sum(axis=1))
+
+    def get_params(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Self:
+        return fitted_view(cls())
