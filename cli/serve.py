@@ -40,9 +40,16 @@ def run(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        # On SIGTERM uvicorn stops accepting, lets in-flight requests finish (up to this long),
-        # then the app's shutdown drains the queues and closes the store.
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        # On SIGTERM uvicorn stops accepting and lets in-flight requests finish for this long;
+        # then the app's shutdown drains what is left of the queues (GGA_SHUTDOWN_TIMEOUT_S in
+        # all, which must stay under the orchestrator's grace period, 30 s in compose).
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        # Longer than the idle timeout of the clients and proxies in front (Caddy 30 s here,
+        # httpx 5 s, most load balancers 60 s): the client then always closes an idle
+        # connection first, and never sends a request on one the server is closing.
+        timeout_keep_alive=settings.keep_alive_s,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         access_log=settings.log_level == "DEBUG",
     )
     server = uvicorn.Server(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -13,18 +14,27 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import GGAUserError
-from service.auth import Authenticator, RateLimiter
+from service.auth import Authenticator
 from service.dataplane import DataPlane
+from service.errorlog import ThrottledLog
 from service.errors import InvalidInput, ServiceError
 from service.metrics import ServiceMetrics, render
 from service.protocol.middleware import BodyLimitMiddleware, MetricsMiddleware, error_body
 from service.protocol.v1 import register_v1_endpoints
 from service.protocol.v2 import register_v2_endpoints
+from service.ratelimit import build_rate_limiter
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.store import Database
+from service.store.maintenance import StoreMaintenance
+from service.store.migrate import wait_until_current
+from service.threads import configure_torch_threads
 
 logger = logging.getLogger(__name__)
+# 5xx answers are the service's condition (overload, shutdown, store down), logged in aggregate.
+_server_errors = ThrottledLog(logger)
+# How long a replica told not to migrate waits for the migrate job to bring the schema to head.
+SCHEMA_WAIT_S = 120.0
 
 
 class _HTTPError(ServiceError):
@@ -45,7 +55,15 @@ def _respond(request: Request, err: ServiceError) -> JSONResponse:
 async def _service_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, ServiceError)
     if int(err.status) >= 500:
-        logger.warning("%s %s -> %s: %s", request.method, request.url.path, err.status, err)
+        _server_errors.warning(
+            int(err.status),
+            err.code,
+            "%s %s -> %s: %s",
+            request.method,
+            request.url.path,
+            int(err.status),
+            err,
+        )
     return _respond(request, err)
 
 
@@ -85,10 +103,24 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
     auth = Authenticator(
         db, settings.api_keys, required=settings.api_keys_required, pepper=settings.key_pepper
     )
+    maintenance = StoreMaintenance(
+        db,
+        metrics,
+        retention_days=settings.retention_days,
+        prune_interval_s=settings.prune_interval_s,
+    )
+    # Image and tensor decoding is CPU work; on the event loop it would stall every other client
+    # (and the health checks) for as long as one large body takes.
+    decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
 
     def start() -> None:
-        db.upgrade()
+        configure_torch_threads(settings.torch_threads)
+        if settings.run_migrations:
+            db.upgrade()  # under the migration lock: concurrent replicas take turns
+        else:
+            wait_until_current(settings.database_url, SCHEMA_WAIT_S)
         app.state.store_ready = True
+        maintenance.start()
         registry.load_all()
         if auth.enabled:
             logger.info("API keys required on every endpoint but health and metrics")
@@ -100,6 +132,8 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
 
     def stop() -> None:
         registry.stop_all()  # drains each queue; every batch commits before its responses
+        maintenance.stop()
+        decode_pool.shutdown(wait=False, cancel_futures=True)
         db.dispose()
         logger.info("stopped: queues drained, store closed")
 
@@ -110,6 +144,7 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
             yield
         finally:
             await asyncio.to_thread(stop)
+            await app.state.limiter.close()
 
     app = FastAPI(
         title="gga-serve",
@@ -124,7 +159,11 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
     app.state.db = db
     app.state.registry = registry
     app.state.auth = auth
-    app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_limit_burst)
+    app.state.maintenance = maintenance
+    app.state.decode_pool = decode_pool
+    app.state.limiter = build_rate_limiter(
+        settings.rate_limit, settings.rate_limit_burst, settings.redis_url, settings.redis_prefix
+    )
     app.state.dataplane = DataPlane(registry, db, settings)
 
     app.add_exception_handler(ServiceError, _service_error)
