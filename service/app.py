@@ -31,8 +31,6 @@ from service.store.migrate import wait_until_current
 from service.threads import configure_torch_threads
 
 logger = logging.getLogger(__name__)
-# 5xx answers are the service's condition (overload, shutdown, store down), logged in aggregate.
-_server_errors = ThrottledLog(logger)
 # How long a replica told not to migrate waits for the migrate job to bring the schema to head.
 SCHEMA_WAIT_S = 120.0
 
@@ -55,7 +53,8 @@ def _respond(request: Request, err: ServiceError) -> JSONResponse:
 async def _service_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, ServiceError)
     if int(err.status) >= 500:
-        _server_errors.warning(
+        # The service's condition (overload, shutdown, store down): logged in aggregate.
+        request.app.state.error_log.warning(
             int(err.status),
             err.code,
             "%s %s -> %s: %s",
@@ -160,6 +159,7 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
     app.state.registry = registry
     app.state.auth = auth
     app.state.maintenance = maintenance
+    app.state.error_log = ThrottledLog(logger)
     app.state.decode_pool = decode_pool
     app.state.limiter = build_rate_limiter(
         settings.rate_limit, settings.rate_limit_burst, settings.redis_url, settings.redis_prefix

@@ -111,6 +111,7 @@ def service_settings(model_repo: Path, db_path: Path, **overrides):
         "queue_size": 64,
         "max_images_per_request": 16,
         "rate_limit": 0.0,
+        "torch_threads": 1,  # as _one_torch_thread: the app would otherwise take every CPU
         **overrides,
     }
     return Settings(_env_file=None, **values)

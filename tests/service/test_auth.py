@@ -1,6 +1,5 @@
 """API keys: hashed storage, both header forms, isolation between keys, revocation, rate limit."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,6 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.auth import create_key
-from service.errors import RateLimited
 from service.store import Database
 from service.store import repository as repo
 from tests.service.conftest import service_settings

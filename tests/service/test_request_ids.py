@@ -32,6 +32,7 @@ def client(model_repo: Path, database_url: str):
         warmup_batch_sizes=[1],
         max_batch_size=8,
         rate_limit=0.0,
+        torch_threads=1,
     )
     with TestClient(create_app(settings)) as c:
         yield c
