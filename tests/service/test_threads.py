@@ -1,4 +1,4 @@
-"""Torch threads per replica: the CPUs the process may use (cgroup quota included), or the setting."""
+"""Torch threads per replica: GGA_TORCH_THREADS, else the CPUs the process may use."""
 
 import threading
 from pathlib import Path
