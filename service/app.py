@@ -20,6 +20,8 @@ from service.errorlog import ThrottledLog
 from service.errors import InvalidInput, ServiceError
 from service.metrics import ServiceMetrics, render
 from service.protocol.middleware import BodyLimitMiddleware, MetricsMiddleware, error_body
+from service.protocol.openapi import install_body_schemas
+from service.protocol.schemas import InferRequest, PredictJSON
 from service.protocol.v1 import register_v1_endpoints
 from service.protocol.v2 import register_v2_endpoints
 from service.ratelimit import build_rate_limiter
@@ -173,6 +175,7 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
 
     register_v1_endpoints(app)
     register_v2_endpoints(app)
+    install_body_schemas(app, [PredictJSON, InferRequest])
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

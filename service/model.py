@@ -30,6 +30,7 @@ from models.imaging import encode_png
 from models.repository import ModelRepository
 from service.batcher import Batcher, WorkItem
 from service.errors import ModelNotReady, StoreRejected, StoreUnavailable
+from service.inference_stats import InferenceStats
 from service.metrics import ServiceMetrics
 from service.store import Database, new_id
 from service.store import repository as store
@@ -121,6 +122,7 @@ class ServedModel:
         self.card: ModelCard = repository.card(name)
         self.pipeline: GGAPipeline | None = None
         self.batcher: Batcher | None = None
+        self.stats = InferenceStats()
 
     def _warmup_sizes(self) -> tuple[int, ...]:
         largest = self.batching.max_batch_size
@@ -208,7 +210,14 @@ class ServedModel:
         """
         if not self.ready or self.batcher is None:
             raise ModelNotReady(self.name)
-        return await self.batcher.submit(inputs, context, timeout_s)
+        start = time.perf_counter()
+        try:
+            results = await self.batcher.submit(inputs, context, timeout_s)
+        except Exception:
+            self.stats.record_request(False, time.perf_counter() - start)
+            raise
+        self.stats.record_request(True, time.perf_counter() - start)
+        return results
 
     # -- batcher threads ----------------------------------------------------------------------
 
@@ -252,6 +261,7 @@ class ServedModel:
         out, rows, offsets = computed.out, computed.rows, computed.offsets
         spans = list(itertools.pairwise(offsets))
         failures: dict[int, BaseException] = {}
+        persist_start = time.perf_counter()
         try:
             store.save_predictions(self.db, rows)
         except Exception as err:
@@ -280,19 +290,22 @@ class ServedModel:
         self.metrics.set_store_up(True)
         stored = [i for n, (lo, hi) in enumerate(spans) if n not in failures for i in range(lo, hi)]
         if stored:
+            waits = [
+                items[n].started_at - items[n].enqueued_at
+                for n, (lo, hi) in enumerate(spans)
+                if n not in failures
+                for _ in range(lo, hi)
+            ]
             self.metrics.observe_batch(
                 self.name,
                 len(stored),
-                [
-                    items[n].started_at - items[n].enqueued_at
-                    for n, (lo, hi) in enumerate(spans)
-                    if n not in failures
-                    for _ in range(lo, hi)
-                ],
+                waits,
                 out.engine_seconds,
                 out.trust[stored].tolist(),
                 out.flagged[stored].tolist(),
             )
+            persist_s = time.perf_counter() - persist_start
+            self.stats.record_batch(len(stored), waits, out.engine_seconds, persist_s)
         results: list[Any] = []
         for n, (item, (lo, hi)) in enumerate(zip(items, spans, strict=True)):
             if n in failures:

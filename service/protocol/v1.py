@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from service.model import RequestContext
 from service.protocol.decode import ACCEPTED, check_request_id, read_predict_body
 from service.protocol.deps import CallerDep, DataPlaneDep
+from service.protocol.openapi import body_ref
 from service.protocol.schemas import (
     ErrorV1,
     ModelList,
@@ -45,7 +46,7 @@ PREDICT_BODY = {
                     "required": ["file"],
                 }
             },
-            "application/json": {"schema": PredictJSON.model_json_schema()},
+            "application/json": {"schema": body_ref(PredictJSON)},
         },
     }
 }

@@ -16,6 +16,7 @@ from service.model import RequestContext
 from service.protocol import v2_binary
 from service.protocol.decode import InputSpec, check_request_id, check_tensor, off_loop
 from service.protocol.deps import CallerDep, DataPlaneDep
+from service.protocol.openapi import body_ref
 from service.protocol.schemas import (
     ErrorV2,
     InferRequest,
@@ -25,6 +26,7 @@ from service.protocol.schemas import (
     ServerMetadata,
     TensorMetadata,
 )
+from service.protocol.v2_extensions import EXTENSIONS, register_v2_extensions
 
 SERVER_NAME = "gga-serve"
 SERVER_VERSION = "0.1.0"
@@ -44,14 +46,14 @@ INFER_BODY = {
         "required": True,
         "description": "An inference request (JSON), optionally followed by binary tensor data "
         "whose JSON length is given in the Inference-Header-Content-Length header.",
-        "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+        "content": {"application/json": {"schema": body_ref(InferRequest)}},
     }
 }
 
 
 async def server_metadata() -> ServerMetadata:
     return ServerMetadata(
-        name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data"]
+        name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data", *EXTENSIONS]
     )
 
 
@@ -219,6 +221,7 @@ def register_v2_endpoints(app: FastAPI) -> None:
     router.add_api_route("", server_metadata, methods=["GET"])
     router.add_api_route("/health/live", live, methods=["GET"])
     router.add_api_route("/health/ready", ready, methods=["GET"])
+    register_v2_extensions(router)  # before /models/{name}: /models/stats is not a model
     router.add_api_route("/models/{name}", model_metadata, methods=["GET"])
     router.add_api_route("/models/{name}/ready", model_ready, methods=["GET"])
     router.add_api_route(

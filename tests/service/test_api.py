@@ -318,3 +318,24 @@ def test_refusals_are_logged_in_aggregate(model_repo: Path, tmp_path: Path, capl
     assert codes == {503}
     lines = [r for r in caplog.records if "-> 503" in r.getMessage()]
     assert 1 <= len(lines) <= 2, len(lines)  # one line per 503 before
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_every_openapi_reference_resolves(client: TestClient) -> None:
+    # The v2 infer body used to carry #/$defs/... references that point at nothing.
+    document = client.get("/openapi.json").json()
+    refs = _refs(document)
+    assert "#/components/schemas/InferRequest" in refs
+    schemas = document["components"]["schemas"]
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+    assert "$defs" not in str(document)
