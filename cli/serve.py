@@ -18,6 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repo", help="model repository folder (default: the shipped zoo, GGA_REPO)")
     p.add_argument("--models", help="comma-separated model names (default: the default model)")
     p.add_argument("--database-url", help="SQLAlchemy URL of the result store")
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="deploy on a running Ray cluster as a Ray Serve application (needs the [ray] extra)",
+    )
+    p.add_argument("--replicas", type=int, help="with --ray: model replicas (GGA_RAY_REPLICAS)")
+    p.add_argument(
+        "--ray-address", default="auto", help="with --ray: the cluster (default: this machine's)"
+    )
     p.set_defaults(func=run)
 
 
@@ -34,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         database_url=args.database_url,
     )
     logging.getLogger().setLevel(settings.log_level)
+    if args.ray:
+        from cli.serve_ray import run_on_ray
+
+        return run_on_ray(settings, args.ray_address, args.replicas)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

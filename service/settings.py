@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("gga", min_length=1, max_length=64)
     device: str | None = None
     torch_threads: int | None = Field(None, ge=1, le=1024)
+    # `gga serve --ray`: model replicas, CPUs each, and each replica's own metrics port (0: any).
+    ray_replicas: int = Field(2, ge=1, le=1024)
+    ray_replica_cpus: float = Field(1.0, gt=0.0)
+    metrics_port: int = Field(0, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Empty: one batch size per power-of-two bucket up to max_batch_size (see ServedModel).
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=list)
