@@ -19,7 +19,13 @@ from service.dataplane import DataPlane
 from service.errorlog import ThrottledLog
 from service.errors import InvalidInput, ServiceError
 from service.metrics import ServiceMetrics, render
-from service.protocol.middleware import BodyLimitMiddleware, MetricsMiddleware, error_body
+from service.protocol.middleware import (
+    AdmissionControl,
+    AdmissionMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    error_body,
+)
 from service.protocol.openapi import install_body_schemas
 from service.protocol.schemas import InferRequest, PredictJSON
 from service.protocol.v1 import register_v1_endpoints
@@ -182,7 +188,19 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
         body, content_type = render(metrics.registry)
         return Response(body, media_type=content_type)
 
-    # Outermost first: metrics see every answer, including the body limit's 413.
+    # Outermost first: metrics see every answer, including the body limit's 413 and the
+    # admission control's 503.
+    names = set(registry.names())
+    app.state.admission = AdmissionControl(
+        latency_budget_s=settings.queue_budget_s, floor=2 * settings.max_batch_size
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, models=set(registry.names()))
+    app.add_middleware(
+        AdmissionMiddleware,
+        control=app.state.admission,
+        on_refuse=lambda model: metrics.observe_rejection(
+            model if model in names else "", "overloaded"
+        ),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics, models=names)
     return app

@@ -159,6 +159,20 @@ class Overloaded(ServiceError):
         )
 
 
+class ServerBusy(ServiceError):
+    """Refused before decoding: more requests in the server than it answers in time."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "overloaded"
+
+    def __init__(self, in_flight: int, budget_s: float) -> None:
+        super().__init__(
+            f"the server holds {in_flight} prediction requests, as many as it answers within "
+            f"{budget_s:g} s (GGA_QUEUE_BUDGET_S); retry after 1 s",
+            headers={"Retry-After": "1"},
+        )
+
+
 class StoreUnavailable(ServiceError):
     """The result store cannot be reached or refused the write; nothing was stored."""
 
