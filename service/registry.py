@@ -40,6 +40,7 @@ class ModelRegistry:
             queue_size=settings.queue_size,
             queue_budget_s=settings.queue_budget_s,
             stop_timeout_s=settings.drain_timeout_s,
+            pad_batches=settings.pad_batches,
         )
         models = {
             name: ServedModel(

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     max_latency_ms: float = Field(5.0, ge=0.0, le=10_000.0)
     queue_size: int = Field(256, ge=1)
     queue_budget_s: float = Field(1.0, ge=0.0)
+    pad_batches: bool = False
     request_timeout_s: float = Field(30.0, gt=0.0)
     shutdown_timeout_s: float = Field(20.0, gt=0.0)
     keep_alive_s: float = Field(75.0, gt=0.0)
