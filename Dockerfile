@@ -19,6 +19,8 @@ FROM ${PYTHON_IMAGE} AS build
 # NVIDIA container toolkit on the host).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
+# Optional extras of the project, e.g. "ray" for the KubeRay image (deploy/kuberay/).
+ARG EXTRAS=""
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -40,7 +42,7 @@ COPY service ./service
 COPY cli ./cli
 # A regular (not editable) install of the serving dependencies only (no [train]/[eval] extras),
 # at the versions CI tests (constraints.txt): the code and models/zoo land in site-packages.
-RUN pip install --no-cache-dir -c constraints.txt . \
+RUN pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
     && python -c "import torch; from cli import build_parser; build_parser()"
 
 # ---- runtime: the virtual environment and nothing else ----

@@ -47,7 +47,7 @@ def test_ci_and_image_install_with_the_constraints() -> None:
     assert "-c constraints.txt -e '.[dev]'" in (REPO / ".ci" / "run").read_text()
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "COPY pyproject.toml README.md constraints.txt" in dockerfile
-    assert "pip install --no-cache-dir -c constraints.txt ." in dockerfile
+    assert 'pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}"' in dockerfile
 
 
 def test_serving_needs_no_research_package(tmp_path) -> None:
