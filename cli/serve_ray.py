@@ -37,6 +37,12 @@ def run_on_ray(settings: Settings, address: str, replicas: int | None) -> int:
     if settings.run_migrations:
         upgrade(settings.database_url)  # once, here; replicas only wait for the schema
     ray.init(address=address, logging_level=logging.WARNING)
+    serve_was_running = _serve_running()
+    if serve_was_running:
+        logger.warning(
+            "Ray Serve already runs on this cluster: its HTTP proxy keeps the host and port it "
+            "was started with (--host/--port are not applied); stop it with `serve shutdown`"
+        )
     serve.start(
         http_options=HTTPOptions(
             host=settings.host, port=settings.port, keep_alive_timeout_s=int(settings.keep_alive_s)
@@ -57,4 +63,18 @@ def run_on_ray(settings: Settings, address: str, replicas: int | None) -> int:
     stop.wait()
     logger.info("stopping: draining every replica")
     serve.delete(APP_NAME)
+    if not serve_was_running:
+        serve.shutdown()  # the proxy this driver started goes with it
     return 0
+
+
+def _serve_running() -> bool:
+    """Whether a Ray Serve controller already runs on the connected cluster."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True

@@ -85,16 +85,26 @@ class ModelServer:
             raise RuntimeError("models are not ready")
 
     async def __del__(self) -> None:
-        """Graceful shutdown: stop accepting, drain the queues, close the store."""
-        if self._register_task is not None:
-            self._register_task.cancel()
-        if self._redis is not None:
+        """Graceful shutdown: stop accepting, drain the queues, close the store.
+
+        Also called for a replica stopped while its ``__init__`` was still running, so every
+        attribute may be missing.
+        """
+        task = getattr(self, "_register_task", None)
+        if task is not None:
+            task.cancel()
+        client = getattr(self, "_redis", None)
+        if client is not None:
             with contextlib.suppress(Exception):
-                await self._redis.delete(targets_key(self.settings.redis_prefix, self.replica_id))
-                await self._redis.aclose()
-        with contextlib.suppress(Exception):
-            self.metrics_server.shutdown()
-        await self._lifespan.__aexit__(None, None, None)
+                await client.delete(targets_key(self.settings.redis_prefix, self.replica_id))
+                await client.aclose()
+        server = getattr(self, "metrics_server", None)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.shutdown()
+        lifespan = getattr(self, "_lifespan", None)
+        if lifespan is not None:
+            await lifespan.__aexit__(None, None, None)
 
 
 def _node_ip() -> str:
