@@ -40,6 +40,10 @@ def register_overload(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import logging
+
+    # One INFO line per request from httpx would cost the load generator more than the requests.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     from cli.overload_benchmark import format_table, report, run_level, sample_images, write_json
     from cli.serve_benchmark import ServerProcess, _pinned, split_cpus

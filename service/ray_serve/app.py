@@ -49,10 +49,11 @@ def build_application(settings: Settings, replicas: int | None = None) -> Applic
         A Ray Serve application, for ``serve.run``.
     """
     env = replica_env(settings)
+    n = replicas or settings.ray_replicas
     model = serve.deployment(
         ModelServer,
         name=MODEL_DEPLOYMENT,
-        num_replicas=replicas or settings.ray_replicas,
+        num_replicas=n,
         ray_actor_options={
             "num_cpus": settings.ray_replica_cpus,
             "runtime_env": {"env_vars": env},
@@ -68,7 +69,8 @@ def build_application(settings: Settings, replicas: int | None = None) -> Applic
     gateway = serve.deployment(
         serve.ingress(app)(_Gateway),
         name=GATEWAY_DEPLOYMENT,
-        num_replicas=1,
+        # As many light gateways as model replicas: one gateway must not cap the deployment.
+        num_replicas=n,
         ray_actor_options={"num_cpus": 0.1, "runtime_env": {"env_vars": env}},
         max_ongoing_requests=4096,
     )
