@@ -210,6 +210,11 @@ class ServiceMetrics:
         # inc(0) still creates the child, so the flag-rate ratio has a series for every model.
         self.flagged_predictions.labels(model=model).inc(n_flagged)
 
+    def declare_batch_failures(self, model: str) -> None:
+        """Create the failure counters of ``model`` at 0: ``increase()`` has a series at once."""
+        for stage in ("compute", "persist"):
+            self.batch_failures.labels(model=model, stage=stage).inc(0)
+
     def observe_batch_failure(self, model: str, stage: str) -> None:
         """Count a micro-batch whose ``stage`` (``compute`` or ``persist``) failed entirely."""
         if stage not in ("compute", "persist"):

@@ -178,6 +178,7 @@ class ServedModel:
         self.batcher.start()
         summary = self.detector_summary()
         self.metrics.set_queue_capacity(self.name, self.batching.queue_size)
+        self.metrics.declare_batch_failures(self.name)
         self.metrics.set_queue_depth(self.name, 0)
         self.metrics.set_model_info(
             self.name, self.card.version, str(summary.get("kind", "")), self.pipeline.alpha
