@@ -130,7 +130,11 @@ def test_models_and_stats(client: TestClient) -> None:
 
 
 def test_v2_metadata_health_and_json_infer(client: TestClient, fmnist_test) -> None:
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2").json()["extensions"] == [
+        "binary_tensor_data",
+        "model_configuration",
+        "statistics",
+    ]
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get(f"/v2/models/{MODEL}/ready").status_code == 200
