@@ -19,6 +19,8 @@ FROM ${PYTHON_IMAGE} AS build
 # NVIDIA container toolkit on the host).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
+# Optional extras of the project, e.g. "ray" for the KubeRay image (deploy/kuberay/).
+ARG EXTRAS=""
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -32,14 +34,15 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY models ./models
 COPY detectors ./detectors
 COPY attacks ./attacks
 COPY service ./service
 COPY cli ./cli
-# A regular (not editable) install: the code and models/zoo land in site-packages, /src is dropped.
-RUN pip install --no-cache-dir . \
+# A regular (not editable) install of the serving dependencies only (no [train]/[eval] extras),
+# at the versions CI tests (constraints.txt): the code and models/zoo land in site-packages.
+RUN pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
     && python -c "import torch; from cli import build_parser; build_parser()"
 
 # ---- runtime: the virtual environment and nothing else ----
@@ -60,8 +63,7 @@ COPY --chmod=0755 deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.s
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    RUN_MIGRATIONS=1
+    PYTHONUNBUFFERED=1
 
 USER 10001:10001
 # The default SQLite store is a file under the working directory: keep it on a volume.

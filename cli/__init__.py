@@ -30,6 +30,15 @@ COMMANDS: tuple[str, ...] = (
 )
 
 USER_ERROR_EXIT = 2
+# Top-level modules of the optional extras, and the extra that installs each: the serving
+# install lacks them, and a command that needs one says how to get it.
+EXTRA_OF_MODULE: dict[str, str] = {
+    "onnx": "train",
+    "onnxscript": "train",
+    "scipy": "train",
+    "matplotlib": "eval",
+    "ray": "ray",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GGAUserError as err:
         # User errors are one line and exit code 2; anything else keeps its traceback.
         sys.stderr.write(f"gga {args.command}: error: {err}\n")
+        return USER_ERROR_EXIT
+    except ModuleNotFoundError as err:
+        extra = EXTRA_OF_MODULE.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        sys.stderr.write(
+            f"gga {args.command}: error: this command needs {err.name!r}, which the serving "
+            f"install leaves out: pip install 'gga-serve[{extra}]' (or -e '.[{extra}]')\n"
+        )
         return USER_ERROR_EXIT
     except KeyboardInterrupt:
         return 130

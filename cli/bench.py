@@ -25,9 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     group = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     _register_engine(group)
+    from cli.bench_overload import register_overload
     from cli.bench_serve import register_serve  # owned by the service benchmark
 
     register_serve(group)
+    register_overload(group)
 
 
 def _register_engine(group: argparse._SubParsersAction) -> None:

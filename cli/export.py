@@ -19,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The [train] extra; imported first so that its absence is reported as such, not as a
+    # failure deep inside torch.onnx.
+    import onnx  # noqa: F401
+
     from models.data import load_dataset
     from models.export import PARITY_ATOL, check_parity, export_onnx, onnx_logits
 

@@ -1,4 +1,8 @@
-"""``gga predict MODEL IMAGE...``: classify image files from the command line."""
+"""``gga predict MODEL IMAGE...``: classify image files offline, with the served trust score.
+
+The same pipeline as the service (gradient engine + the model's fitted detector), so each image
+gets the label, the probabilities, the trust score and the flag a request to ``gga serve`` gets.
+"""
 
 import argparse
 import json
@@ -21,10 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from detectors.pipeline import load_pipeline
     from models.imaging import load_image_file
 
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card
+    pipeline = load_pipeline(loaded.path, loaded.module, card.weights_sha256)
     x = torch.stack(
         [
             load_image_file(
@@ -35,21 +41,24 @@ def run(args: argparse.Namespace) -> int:
             for path in args.images
         ]
     )
-    with torch.no_grad():
-        probs = torch.softmax(loaded.module(x), dim=1)
+    out = pipeline(x)
+    probs = torch.from_numpy(out.probabilities)
     results = []
-    for path, p in zip(args.images, probs, strict=True):
-        label = int(p.argmax())
+    for i, (path, p) in enumerate(zip(args.images, probs, strict=True)):
+        label = int(out.labels[i])
         results.append(
             {
                 "image": str(path),
                 "label": label,
                 "class_name": card.class_names[label],
                 "probabilities": [round(float(v), 6) for v in p],
+                "trust_score": round(float(out.trust[i]), 6),
+                "flagged": bool(out.flagged[i]),
             }
         )
     if args.json:
-        sys.stdout.write(json.dumps({"model": card.name, "predictions": results}, indent=2) + "\n")
+        document = {"model": card.name, "alpha": pipeline.alpha, "predictions": results}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return 0
     for r, p in zip(results, probs, strict=True):
         top = torch.topk(p, min(args.top, len(p)))
@@ -57,5 +66,9 @@ def run(args: argparse.Namespace) -> int:
             f"{card.class_names[int(i)]} {100 * float(v):.1f}%"
             for v, i in zip(top.values, top.indices, strict=True)
         )
-        sys.stdout.write(f"{r['image']}: {r['class_name']} ({alternatives})\n")
+        verdict = "FLAGGED untrusted" if r["flagged"] else "trusted"
+        sys.stdout.write(
+            f"{r['image']}: {r['class_name']} ({alternatives}); trust {r['trust_score']:.3f} "
+            f"({verdict}, alpha {pipeline.alpha:g})\n"
+        )
     return 0

@@ -18,6 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repo", help="model repository folder (default: the shipped zoo, GGA_REPO)")
     p.add_argument("--models", help="comma-separated model names (default: the default model)")
     p.add_argument("--database-url", help="SQLAlchemy URL of the result store")
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="deploy on a running Ray cluster as a Ray Serve application (needs the [ray] extra)",
+    )
+    p.add_argument("--replicas", type=int, help="with --ray: model replicas (GGA_RAY_REPLICAS)")
+    p.add_argument(
+        "--ray-address", default="auto", help="with --ray: the cluster (default: this machine's)"
+    )
     p.set_defaults(func=run)
 
 
@@ -34,15 +43,26 @@ def run(args: argparse.Namespace) -> int:
         database_url=args.database_url,
     )
     logging.getLogger().setLevel(settings.log_level)
+    if args.ray:
+        from cli.serve_ray import run_on_ray
+
+        return run_on_ray(settings, args.ray_address, args.replicas)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        # On SIGTERM uvicorn stops accepting, lets in-flight requests finish (up to this long),
-        # then the app's shutdown drains the queues and closes the store.
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        # On SIGTERM uvicorn stops accepting and lets in-flight requests finish for this long;
+        # then the app's shutdown drains what is left of the queues (GGA_SHUTDOWN_TIMEOUT_S in
+        # all, which must stay under the orchestrator's grace period, 30 s in compose).
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        # Longer than the idle timeout of the clients and proxies in front (Caddy 30 s here,
+        # httpx 5 s, most load balancers 60 s): the client then always closes an idle
+        # connection first, and never sends a request on one the server is closing.
+        timeout_keep_alive=settings.keep_alive_s,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         access_log=settings.log_level == "DEBUG",
     )
     server = uvicorn.Server(config)

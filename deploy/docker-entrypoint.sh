@@ -1,15 +1,11 @@
 #!/bin/sh
-# Container entry point: apply database migrations, then replace this shell with the command
-# (by default `gga serve`), so the service is PID 1 and receives SIGTERM directly for its
-# graceful drain.
+# Container entry point: replace this shell with the command (by default `gga serve`), so the
+# service is PID 1 and receives SIGTERM directly for its graceful drain.
 #
-# RUN_MIGRATIONS=0 skips the upgrade: the compose stack runs it once in its `migrate` service,
-# so that scaled replicas do not race each other on the schema.
+# Migrations are the service's own business: `gga serve` migrates at start under a lock (a
+# PostgreSQL advisory lock, so replicas starting together take turns) unless
+# GGA_RUN_MIGRATIONS=false, as in the compose stack, whose one-shot `migrate` job runs
+# `gga db upgrade` before any replica starts.
 set -eu
-
-if [ "${RUN_MIGRATIONS:-1}" = "1" ] && [ "${1:-}" = "gga" ] && [ "${2:-}" = "serve" ]; then
-    echo "docker-entrypoint: gga db upgrade" >&2
-    gga db upgrade
-fi
 
 exec "$@"

@@ -60,6 +60,7 @@ def decode_image(
     input_shape: tuple[int, int, int],
     resize: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = 1,
 ) -> Tensor:
     """Decode a PNG or JPEG into a model input.
 
@@ -69,14 +70,16 @@ def decode_image(
         resize: resize an image of another size to (H, W) (bilinear, aspect ratio not kept);
             if False such an image is refused.
         max_pixels: largest width x height accepted, checked from the header before decoding.
+        min_side: shortest width or height accepted (an image far smaller than the model's input
+            holds too little to classify), also checked from the header.
 
     Returns:
         Float tensor (C, H, W) in [0, 1].
 
     Raises:
         ImageTooLargeError: the header declares more than ``max_pixels`` pixels.
-        ImageError: not an image, a format other than PNG/JPEG, truncated or corrupt data, or
-            the wrong size with ``resize=False``.
+        ImageError: not an image, a format other than PNG/JPEG, truncated or corrupt data, a
+            side shorter than ``min_side``, or the wrong size with ``resize=False``.
     """
     c, h, w = input_shape
     if c not in (1, 3):
@@ -103,6 +106,11 @@ def decode_image(
             raise ImageTooLargeError(
                 f"image is {width}x{height} = {width * height} pixels, more than the "
                 f"{max_pixels} allowed; send a smaller image"
+            )
+        if min(width, height) < min_side:
+            raise ImageError(
+                f"image is {width}x{height} pixels; each side must be at least {min_side} "
+                f"(the model reads {w}x{h})"
             )
         try:
             im.load()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -13,18 +14,33 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import GGAUserError
-from service.auth import Authenticator, RateLimiter
+from service.auth import Authenticator
 from service.dataplane import DataPlane
+from service.errorlog import ThrottledLog
 from service.errors import InvalidInput, ServiceError
 from service.metrics import ServiceMetrics, render
-from service.protocol.middleware import BodyLimitMiddleware, MetricsMiddleware, error_body
+from service.protocol.middleware import (
+    AdmissionControl,
+    AdmissionMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    error_body,
+)
+from service.protocol.openapi import install_body_schemas
+from service.protocol.schemas import InferRequest, PredictJSON
 from service.protocol.v1 import register_v1_endpoints
 from service.protocol.v2 import register_v2_endpoints
+from service.ratelimit import build_rate_limiter
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.store import Database
+from service.store.maintenance import StoreMaintenance
+from service.store.migrate import wait_until_current
+from service.threads import configure_torch_threads
 
 logger = logging.getLogger(__name__)
+# How long a replica told not to migrate waits for the migrate job to bring the schema to head.
+SCHEMA_WAIT_S = 120.0
 
 
 class _HTTPError(ServiceError):
@@ -45,7 +61,16 @@ def _respond(request: Request, err: ServiceError) -> JSONResponse:
 async def _service_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, ServiceError)
     if int(err.status) >= 500:
-        logger.warning("%s %s -> %s: %s", request.method, request.url.path, err.status, err)
+        # The service's condition (overload, shutdown, store down): logged in aggregate.
+        request.app.state.error_log.warning(
+            int(err.status),
+            err.code,
+            "%s %s -> %s: %s",
+            request.method,
+            request.url.path,
+            int(err.status),
+            err,
+        )
     return _respond(request, err)
 
 
@@ -85,10 +110,24 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
     auth = Authenticator(
         db, settings.api_keys, required=settings.api_keys_required, pepper=settings.key_pepper
     )
+    maintenance = StoreMaintenance(
+        db,
+        metrics,
+        retention_days=settings.retention_days,
+        prune_interval_s=settings.prune_interval_s,
+    )
+    # Image and tensor decoding is CPU work; on the event loop it would stall every other client
+    # (and the health checks) for as long as one large body takes.
+    decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
 
     def start() -> None:
-        db.upgrade()
+        configure_torch_threads(settings.torch_threads)
+        if settings.run_migrations:
+            db.upgrade()  # under the migration lock: concurrent replicas take turns
+        else:
+            wait_until_current(settings.database_url, SCHEMA_WAIT_S)
         app.state.store_ready = True
+        maintenance.start()
         registry.load_all()
         if auth.enabled:
             logger.info("API keys required on every endpoint but health and metrics")
@@ -100,6 +139,8 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
 
     def stop() -> None:
         registry.stop_all()  # drains each queue; every batch commits before its responses
+        maintenance.stop()
+        decode_pool.shutdown(wait=False, cancel_futures=True)
         db.dispose()
         logger.info("stopped: queues drained, store closed")
 
@@ -110,6 +151,7 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
             yield
         finally:
             await asyncio.to_thread(stop)
+            await app.state.limiter.close()
 
     app = FastAPI(
         title="gga-serve",
@@ -124,7 +166,12 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
     app.state.db = db
     app.state.registry = registry
     app.state.auth = auth
-    app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_limit_burst)
+    app.state.maintenance = maintenance
+    app.state.error_log = ThrottledLog(logger)
+    app.state.decode_pool = decode_pool
+    app.state.limiter = build_rate_limiter(
+        settings.rate_limit, settings.rate_limit_burst, settings.redis_url, settings.redis_prefix
+    )
     app.state.dataplane = DataPlane(registry, db, settings)
 
     app.add_exception_handler(ServiceError, _service_error)
@@ -134,13 +181,26 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
 
     register_v1_endpoints(app)
     register_v2_endpoints(app)
+    install_body_schemas(app, [PredictJSON, InferRequest])
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
         body, content_type = render(metrics.registry)
         return Response(body, media_type=content_type)
 
-    # Outermost first: metrics see every answer, including the body limit's 413.
+    # Outermost first: metrics see every answer, including the body limit's 413 and the
+    # admission control's 503.
+    names = set(registry.names())
+    app.state.admission = AdmissionControl(
+        latency_budget_s=settings.queue_budget_s, floor=2 * settings.max_batch_size
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, models=set(registry.names()))
+    app.add_middleware(
+        AdmissionMiddleware,
+        control=app.state.admission,
+        on_refuse=lambda model: metrics.observe_rejection(
+            model if model in names else "", "overloaded"
+        ),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics, models=names)
     return app

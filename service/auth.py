@@ -1,4 +1,4 @@
-"""API keys and the per-key rate limit.
+"""API keys: creation, storage as salted HMACs, and checking a presented key.
 
 A key reads ``gga_<id>_<secret>``. Only the id, a random per-key salt and
 ``HMAC-SHA256(salt + pepper, secret)`` are stored; a presented key is found by its id and its
@@ -14,11 +14,10 @@ import hmac
 import logging
 import math
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 
-from service.errors import RateLimited, Unauthorized
+from service.errors import Unauthorized
 from service.store import Database
 from service.store import repository as repo
 
@@ -165,35 +164,3 @@ def token_from_headers(authorization: str | None, x_api_key: str | None) -> str 
             return value.strip()
         raise Unauthorized("the Authorization header must read 'Bearer <key>'")
     return None
-
-
-class RateLimiter:
-    """A token bucket per key: ``rate`` requests per second, bursts of ``burst``.
-
-    Args:
-        rate: Sustained requests per second per key; 0 disables the limit.
-        burst: Bucket size (requests allowed at once after idling).
-    """
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = max(1, burst)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, key_id: str) -> None:
-        """Take one token from ``key_id``'s bucket.
-
-        Raises:
-            RateLimited: The bucket is empty; ``Retry-After`` says when a token is back.
-        """
-        if self.rate <= 0:
-            return
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key_id, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            if tokens < 1.0:
-                self._buckets[key_id] = (tokens, now)
-                raise RateLimited(max(1, math.ceil((1.0 - tokens) / self.rate)))
-            self._buckets[key_id] = (tokens - 1.0, now)

@@ -5,12 +5,23 @@ queued requests into a micro-batch until it holds ``max_batch_size`` images or `
 has passed since the first one was taken; the batch is computed by one call and each request's
 slice is handed back through its future, errors to every waiter of the batch.
 
-Unlike MLServer the worker is a plain thread, not a coroutine: the gradient engine holds the CPU
+Unlike MLServer the workers are plain threads, not coroutines: the gradient engine holds the CPU
 for tens of milliseconds per batch, and the event loop must keep accepting and refusing requests
 meanwhile. Futures belong to the loop and are resolved with ``call_soon_threadsafe``.
 
+Two stages, two threads: the *compute* thread runs the engine on one micro-batch while the
+*persist* thread stores the previous one (a database round trip must not idle the engine), and
+only the persist stage resolves the futures, so no response leaves before its rows are
+committed. The persist stage may answer some requests of a batch with an error and the others
+with their results: one request's failure never sinks its companions.
+
+Load shedding: besides the bounded queue, a request is refused at once (503 + ``Retry-After``)
+when the wait the queue already promises, at the measured throughput, exceeds the queue-time
+budget; so the requests that are accepted are answered within about that budget instead of
+every request waiting longer and longer.
+
 A request is the unit of batching: its images are never split across micro-batches, so a batch's
-single store transaction holds all of a request's rows or none of them.
+store transaction holds all of a request's rows or none of them.
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ import asyncio
 import collections
 import enum
 import logging
+import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +40,7 @@ from typing import Any
 
 from torch import Tensor
 
-from service.errors import DeadlineExceeded, QueueFull, ShuttingDown
+from service.errors import DeadlineExceeded, Overloaded, QueueFull, ShuttingDown
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +77,71 @@ class WorkItem:
         self.size = int(self.inputs.shape[0])
 
 
-# Runs on the worker thread; returns one result per item, in order. It must persist the batch
-# before returning: the futures are resolved (and the responses sent) only afterwards.
-BatchFunction = Callable[[Sequence[WorkItem]], Sequence[Any]]
+# Runs on the compute thread. Without a persist function it returns one result per item, in
+# order, and must have stored them; with one, it returns whatever the persist function needs.
+BatchFunction = Callable[[Sequence[WorkItem]], Any]
+# Runs on the persist thread with the batch and the compute function's output; returns one result
+# per item, in order, where an exception instance answers that item alone with that error.
+PersistFunction = Callable[[Sequence[WorkItem], Any], Sequence[Any]]
+
+_STOP = object()  # tells the persist thread that the compute thread has finished
+
+
+class BatchTimes:
+    """Seconds the compute stage takes per micro-batch, by power-of-two batch-size bucket.
+
+    Each bucket keeps an exponentially weighted moving average, so the estimate follows a host
+    that slows down or speeds up. The wait behind ``n`` queued images is then the time of the
+    full micro-batches they make plus the last partial one, the same cut the batcher makes.
+
+    Args:
+        max_batch_size: The batcher's largest micro-batch.
+        weight: Weight of the newest batch in each average.
+    """
+
+    def __init__(self, max_batch_size: int, weight: float = 0.2) -> None:
+        self.max_batch_size = max_batch_size
+        self.weight = weight
+        self._seconds: dict[int, float] = {}
+
+    @staticmethod
+    def _bucket(images: int) -> int:
+        return 1 << (max(1, images) - 1).bit_length()
+
+    def observe(self, images: int, seconds: float) -> None:
+        if seconds <= 0 or images < 1:
+            return
+        bucket = self._bucket(min(images, self.max_batch_size))
+        old = self._seconds.get(bucket)
+        self._seconds[bucket] = seconds if old is None else old + self.weight * (seconds - old)
+
+    def batch_seconds(self, images: int) -> float | None:
+        """Expected seconds of one micro-batch of ``images``; None before any measurement.
+
+        An unmeasured bucket is scaled linearly from the nearest measured smaller one (an
+        overestimate: batching is sublinear), or taken from the nearest larger one.
+        """
+        if not self._seconds:
+            return None
+        bucket = self._bucket(images)
+        if bucket in self._seconds:
+            return self._seconds[bucket]
+        smaller = [b for b in self._seconds if b < bucket]
+        if smaller:
+            b = max(smaller)
+            return self._seconds[b] * bucket / b
+        return self._seconds[min(self._seconds)]
+
+    def seconds_for(self, images: int) -> float | None:
+        """Expected seconds to compute ``images`` queued images; None before any measurement."""
+        if images <= 0:
+            return 0.0 if self._seconds else None
+        full, rest = divmod(images, self.max_batch_size)
+        per_full = self.batch_seconds(self.max_batch_size)
+        if per_full is None:
+            return None
+        last = self.batch_seconds(rest) if rest else 0.0
+        return full * per_full + (last or 0.0)
 
 
 class Batcher:
@@ -74,12 +149,18 @@ class Batcher:
 
     Args:
         name: Model name (for errors and logs).
-        batch_fn: Computes and stores a micro-batch; see :data:`BatchFunction`.
+        batch_fn: Computes a micro-batch; see :data:`BatchFunction`.
+        persist_fn: Stores a computed micro-batch on a second thread and returns the results;
+            see :data:`PersistFunction`. None: ``batch_fn`` does everything.
         max_batch_size: Most images in one micro-batch (a single larger request runs alone).
         max_latency_s: Longest a batch waits for more requests after its first one.
         queue_size: Most images queued; beyond it :meth:`submit` raises ``QueueFull`` at once.
+        queue_budget_s: Refuse a request at once (``Overloaded``) when the images queued ahead
+            of it would take longer than this at the measured throughput; 0 turns it off.
         on_depth: Called with the queued image count whenever it changes (a metrics gauge).
-        on_reject: Called with ``"queue_full"`` or ``"deadline"`` for each refused request.
+        on_reject: Called with ``"queue_full"``, ``"overloaded"`` or ``"deadline"`` for each
+            refused request.
+        on_failure: Called with ``"compute"`` or ``"persist"`` when a whole stage fails.
     """
 
     def __init__(
@@ -87,30 +168,41 @@ class Batcher:
         name: str,
         batch_fn: BatchFunction,
         *,
+        persist_fn: PersistFunction | None = None,
         max_batch_size: int = 32,
         max_latency_s: float = 0.005,
         queue_size: int = 256,
+        queue_budget_s: float = 0.0,
         on_depth: Callable[[int], None] | None = None,
         on_reject: Callable[[str], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
-        if max_batch_size < 1 or queue_size < 1 or max_latency_s < 0:
+        if max_batch_size < 1 or queue_size < 1 or max_latency_s < 0 or queue_budget_s < 0:
             raise ValueError(
-                "max_batch_size and queue_size must be >= 1 and max_latency_s >= 0, got "
-                f"{max_batch_size}, {queue_size}, {max_latency_s}"
+                "max_batch_size and queue_size must be >= 1, max_latency_s and queue_budget_s "
+                f">= 0, got {max_batch_size}, {queue_size}, {max_latency_s}, {queue_budget_s}"
             )
         self.name = name
         self.batch_fn = batch_fn
+        self.persist_fn = persist_fn
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self.queue_size = queue_size
+        self.queue_budget_s = queue_budget_s
+        self.batch_times = BatchTimes(max_batch_size)
         self._on_depth = on_depth or (lambda _depth: None)
         self._on_reject = on_reject or (lambda _reason: None)
+        self._on_failure = on_failure or (lambda _stage: None)
         self._queue: collections.deque[WorkItem] = collections.deque()
         self._queued_images = 0
         self._cond = threading.Condition()
         self._accepting = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._persist_thread: threading.Thread | None = None
+        # One computed batch may wait while the previous one is stored; a slower store then
+        # holds the compute thread back instead of piling up results in memory.
+        self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -121,26 +213,50 @@ class Batcher:
                 return
             self._accepting = True
             self._stopping = False
+            if self.persist_fn is not None:
+                self._persist_thread = threading.Thread(
+                    target=self._persist_loop, name=f"store-{self.name}", daemon=True
+                )
+                self._persist_thread.start()
             self._thread = threading.Thread(
                 target=self._run, name=f"batcher-{self.name}", daemon=True
             )
             self._thread.start()
 
     def stop(self, timeout_s: float | None = None) -> None:
-        """Refuse new requests, finish every queued one, then stop the worker.
+        """Refuse new requests, finish every queued one, then stop the workers.
+
+        Requests still queued when ``timeout_s`` runs out are refused with ``ShuttingDown``
+        (never computed, never stored) rather than left waiting for a process about to exit.
 
         Args:
             timeout_s: Longest to wait for the queue to drain (None: as long as it takes).
         """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             self._accepting = False
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
+        for attr in ("_thread", "_persist_thread"):
+            thread = getattr(self, attr)
+            if thread is None:
+                continue
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+            if thread.is_alive():
                 logger.warning("batcher %s did not drain within %s s", self.name, timeout_s)
-            self._thread = None
+                self._refuse_queued()
+            setattr(self, attr, None)
+
+    def _refuse_queued(self) -> None:
+        with self._cond:
+            items = list(self._queue)
+            self._queue.clear()
+            self._queued_images = 0
+            for item in items:
+                item.state = ItemState.EXPIRED
+        for item in items:
+            self._resolve(item, error=ShuttingDown())
 
     @property
     def depth(self) -> int:
@@ -186,7 +302,11 @@ class Batcher:
             # served alone instead of being refused forever.
             if self._queue and self._queued_images + item.size > self.queue_size:
                 self._on_reject("queue_full")
-                raise QueueFull(self.name, self.queue_size)
+                raise QueueFull(self.name, self.queue_size, self._retry_after(self._queued_images))
+            expected = self.expected_wait_s(item.size)
+            if self._queue and expected is not None and expected > self.queue_budget_s > 0:
+                self._on_reject("overloaded")
+                raise Overloaded(self.name, expected, self.queue_budget_s, self._retry_after())
             self._queue.append(item)
             self._queued_images += item.size
             depth = self._queued_images
@@ -208,6 +328,21 @@ class Batcher:
             # Already being computed: its rows will be stored, so wait and answer with them
             # rather than refuse a prediction that exists.
             return await item.future
+
+    def expected_wait_s(self, extra_images: int = 0) -> float | None:
+        """Seconds until ``extra_images`` more images would be computed, at the measured rate.
+
+        Counts the images queued now; None until the first batch has been measured.
+        """
+        return self.batch_times.seconds_for(self._queued_images + extra_images)
+
+    def _retry_after(self, images: int | None = None) -> int:
+        """Whole seconds until the queue has room again (at least 1)."""
+        wait = self.batch_times.seconds_for(self._queued_images if images is None else images)
+        if wait is None:
+            return 1
+        over = wait - self.queue_budget_s if self.queue_budget_s > 0 else wait
+        return max(1, math.ceil(over))
 
     def _remove(self, item: WorkItem) -> None:
         try:
@@ -260,27 +395,65 @@ class Batcher:
         return batch
 
     def _run(self) -> None:
+        try:
+            while True:
+                batch = self._take_batch()
+                if batch is None:
+                    return
+                if not batch:
+                    continue
+                started = time.monotonic()
+                for item in batch:
+                    item.started_at = started
+                try:
+                    computed = self.batch_fn(batch)
+                except BaseException as err:  # every waiter must hear of the failure
+                    logger.exception("micro-batch of model %s failed", self.name)
+                    self._on_failure("compute")
+                    for item in batch:
+                        self._resolve(item, error=err)
+                    continue
+                self.batch_times.observe(sum(i.size for i in batch), time.monotonic() - started)
+                if self.persist_fn is None:
+                    self._deliver(batch, computed)
+                else:
+                    self._handoff.put((batch, computed))
+        finally:
+            if self.persist_fn is not None:
+                self._handoff.put(_STOP)
+
+    def _persist_loop(self) -> None:
+        assert self.persist_fn is not None
         while True:
-            batch = self._take_batch()
-            if batch is None:
+            entry = self._handoff.get()
+            if entry is _STOP:
                 return
-            if not batch:
-                continue
-            started = time.monotonic()
-            for item in batch:
-                item.started_at = started
+            batch, computed = entry
             try:
-                results = self.batch_fn(batch)
-                if len(results) != len(batch):
-                    raise RuntimeError(
-                        f"batch function returned {len(results)} results for {len(batch)} requests"
-                    )
-            except BaseException as err:  # every waiter must hear of the failure
-                logger.exception("micro-batch of model %s failed", self.name)
+                results = self.persist_fn(batch, computed)
+            except BaseException as err:
+                logger.exception("storing a micro-batch of model %s failed", self.name)
+                self._on_failure("persist")
                 for item in batch:
                     self._resolve(item, error=err)
                 continue
-            for item, result in zip(batch, results, strict=True):
+            self._deliver(batch, results)
+
+    def _deliver(self, batch: Sequence[WorkItem], results: Any) -> None:
+        """Resolve each item with its result, or with the exception standing in its place."""
+        if len(results) != len(batch):
+            err = RuntimeError(
+                f"batch function returned {len(results)} results for {len(batch)} requests"
+            )
+            logger.error("model %s: %s", self.name, err)
+            self._on_failure("compute")
+            for item in batch:
+                self._resolve(item, error=err)
+            return
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                self._resolve(item, error=result)
+            else:
                 self._resolve(item, result=result)
 
     @staticmethod

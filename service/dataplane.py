@@ -25,20 +25,27 @@ from service.store import repository as store
 
 _WINDOW = re.compile(r"^(\d{1,6})([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# Longer windows reach before the year 1 (datetime's range) for no use: omit window for all time.
+MAX_WINDOW = dt.timedelta(days=36_500)
 
 
 def parse_window(window: str | None) -> dt.timedelta | None:
     """``"15m"``, ``"24h"``, ``"7d"`` as a timedelta; None for all time.
 
     Raises:
-        InvalidInput: Not a number followed by s, m, h or d.
+        InvalidInput: Not a number followed by s, m, h or d, or longer than 36500 days.
     """
     if window is None or window == "":
         return None
     match = _WINDOW.match(window.strip())
     if match is None:
         raise InvalidInput(f"window {window!r} must look like 30s, 15m, 24h or 7d")
-    return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    span = dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if span > MAX_WINDOW:
+        raise InvalidInput(
+            f"window {window!r} is longer than {MAX_WINDOW.days}d; omit window for all time"
+        )
+    return span
 
 
 class DataPlane:

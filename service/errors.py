@@ -144,6 +144,58 @@ class QueueFull(ServiceError):
         )
 
 
+class Overloaded(ServiceError):
+    """Refused at once: the queue ahead would take longer than the queue-time budget."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "overloaded"
+
+    def __init__(self, name: str, expected_s: float, budget_s: float, retry_after_s: int) -> None:
+        super().__init__(
+            f"model {name!r} is overloaded: the requests queued ahead would take about "
+            f"{expected_s:.1f} s, over the {budget_s:g} s budget; retry after {retry_after_s} s "
+            "(the budget is GGA_QUEUE_BUDGET_S)",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+class ServerBusy(ServiceError):
+    """Refused before decoding: more requests in the server than it answers in time."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "overloaded"
+
+    def __init__(self, in_flight: int, budget_s: float) -> None:
+        super().__init__(
+            f"the server holds {in_flight} prediction requests, as many as it answers within "
+            f"{budget_s:g} s (GGA_QUEUE_BUDGET_S); retry after 1 s",
+            headers={"Retry-After": "1"},
+        )
+
+
+class StoreUnavailable(ServiceError):
+    """The result store cannot be reached or refused the write; nothing was stored."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "store_unavailable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"the result store could not save the prediction ({reason}); nothing was stored, "
+            "retry later",
+            headers={"Retry-After": "5"},
+        )
+
+
+class StoreRejected(ServiceError):
+    """The store refused this request's rows (the other requests of its batch were stored)."""
+
+    code = "store_rejected"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the result store refused this request's predictions ({reason})")
+
+
 class DeadlineExceeded(ServiceError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     code = "deadline_exceeded"
@@ -185,7 +237,8 @@ class RateLimited(ServiceError):
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(
-            f"rate limit of this API key exceeded; retry after {retry_after_s} s",
+            f"rate limit exceeded (per API key, or per client address without keys); retry after "
+            f"{retry_after_s} s",
             headers={"Retry-After": str(retry_after_s)},
         )
 

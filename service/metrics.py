@@ -50,6 +50,7 @@ class RejectReason(StrEnum):
     """Why a request was refused before reaching the engine (the ``reason`` label's values)."""
 
     QUEUE_FULL = "queue_full"
+    OVERLOADED = "overloaded"
     RATE_LIMITED = "rate_limited"
     DEADLINE = "deadline"
 
@@ -148,8 +149,19 @@ class ServiceMetrics:
         )
         self.rejected_requests = Counter(
             "gga_rejected_requests",
-            "Requests refused before the engine: queue_full, rate_limited or deadline.",
+            "Requests refused before the engine: queue_full, overloaded, rate_limited or deadline.",
             ("model", "reason"),
+            registry=r,
+        )
+        self.batch_failures = Counter(
+            "gga_batch_failures",
+            "Micro-batches whose compute or persist stage failed for every request in them.",
+            ("model", "stage"),
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "gga_store_up",
+            "1 when the last use of the result store succeeded, 0 when it could not be reached.",
             registry=r,
         )
 
@@ -210,6 +222,21 @@ class ServiceMetrics:
         n_flagged = sum(1 for f in flagged if f)
         # inc(0) still creates the child, so the flag-rate ratio has a series for every model.
         self.flagged_predictions.labels(model=model).inc(n_flagged)
+
+    def declare_batch_failures(self, model: str) -> None:
+        """Create the failure counters of ``model`` at 0: ``increase()`` has a series at once."""
+        for stage in ("compute", "persist"):
+            self.batch_failures.labels(model=model, stage=stage).inc(0)
+
+    def observe_batch_failure(self, model: str, stage: str) -> None:
+        """Count a micro-batch whose ``stage`` (``compute`` or ``persist``) failed entirely."""
+        if stage not in ("compute", "persist"):
+            raise ValueError(f"stage must be 'compute' or 'persist', got {stage!r}")
+        self.batch_failures.labels(model=model, stage=stage).inc()
+
+    def set_store_up(self, up: bool) -> None:
+        """Record whether the result store answered its last use."""
+        self.store_up.set(1 if up else 0)
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         """Set the number of images waiting in ``model``'s queue."""

@@ -1,15 +1,18 @@
 """A served model: its classifier, GGA pipeline and batcher, with a ``load()``/``ready`` lifecycle.
 
 KServe's ``Model`` is the pattern: ``load()`` does the slow work once (weights, detector, engine
-warm-up) and sets ``ready``; the data plane refuses requests until then. The micro-batch function
-runs on the batcher's worker thread: it scores the batch, stores every row in one transaction
-and only then returns, so no response is ever sent for a prediction that is not stored.
+warm-up) and sets ``ready``; the data plane refuses requests until then. A micro-batch is scored
+on the batcher's compute thread and stored on its persist thread, in one transaction, before any
+of its responses is released, so no response is ever sent for a prediction that is not stored.
+A row the store refuses fails its own request only: the batch is then stored request by request.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -26,10 +29,12 @@ from models.card import ModelCard
 from models.imaging import encode_png
 from models.repository import ModelRepository
 from service.batcher import Batcher, WorkItem
-from service.errors import ModelNotReady
+from service.errors import ModelNotReady, StoreRejected, StoreUnavailable
+from service.inference_stats import InferenceStats
 from service.metrics import ServiceMetrics
 from service.store import Database, new_id
 from service.store import repository as store
+from service.store.errors import is_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +58,33 @@ class RequestContext:
 
 @dataclass(frozen=True)
 class BatchingConfig:
+    """The batcher's limits (see ``service.batcher.Batcher``).
+
+    Attributes:
+        max_batch_size: Most images per engine call; larger requests are computed in chunks.
+        max_latency_s: Longest a micro-batch waits to fill.
+        queue_size: Images queued before refusing with 503.
+        queue_budget_s: Expected queue wait beyond which a request is refused at once (0: off).
+        stop_timeout_s: Longest the queue may take to drain at shutdown.
+        pad_batches: Pad every engine call to ``max_batch_size`` images (zeros), so each image
+            is always computed in a batch of one size: results that do not depend on the batch.
+    """
+
     max_batch_size: int = 32
     max_latency_s: float = 0.005
     queue_size: int = 256
+    queue_budget_s: float = 0.0
+    stop_timeout_s: float | None = None
+    pad_batches: bool = False
+
+
+@dataclass
+class _Computed:
+    """A scored micro-batch on its way from the compute thread to the persist thread."""
+
+    out: PipelineOutput
+    rows: list[dict[str, Any]]
+    offsets: list[int]
 
 
 class ServedModel:
@@ -69,8 +98,9 @@ class ServedModel:
         batching: Batcher limits.
         device: Engine device (None: CPU).
         warmup_batch_sizes: Batch sizes the engine measures and compiles at load; empty (the
-            default) means one per power-of-two bucket up to ``max_batch_size``, so no batch
-            size the batcher can form is auto-tuned on the request path.
+            default) means one per power-of-two bucket up to ``max_batch_size``. The engine
+            never sees more than ``max_batch_size`` images at once (a larger request is computed
+            in chunks), so the default leaves no bucket to be auto-tuned on the request path.
     """
 
     def __init__(
@@ -95,6 +125,7 @@ class ServedModel:
         self.card: ModelCard = repository.card(name)
         self.pipeline: GGAPipeline | None = None
         self.batcher: Batcher | None = None
+        self.stats = InferenceStats()
 
     def _warmup_sizes(self) -> tuple[int, ...]:
         largest = self.batching.max_batch_size
@@ -103,7 +134,20 @@ class ServedModel:
             # there, stalling every request queued behind that batch for the whole measurement.
             powers = [1 << i for i in range(largest.bit_length()) if 1 << i < largest]
             return (*powers, largest)
-        return tuple(b for b in self.warmup_batch_sizes if b <= largest) or (1,)
+        chosen = tuple(b for b in self.warmup_batch_sizes if b <= largest) or (1,)
+        tuned = {1 << (b - 1).bit_length() for b in chosen}
+        reachable = {1 << i for i in range(largest.bit_length())} | {
+            1 << (largest - 1).bit_length()
+        }
+        if untuned := sorted(reachable - tuned):
+            logger.warning(
+                "model %s: GGA_WARMUP_BATCH_SIZES leaves batch-size buckets %s untuned; the first "
+                "batch of each will be measured on the request path (leave the setting empty to "
+                "tune them all at start-up)",
+                self.name,
+                untuned,
+            )
+        return chosen
 
     def load(self) -> None:
         """Load weights and detector, warm the engine up, start the batcher; sets ``ready``.
@@ -121,16 +165,20 @@ class ServedModel:
         chosen = self.pipeline.warmup(self.card.input_shape, self._warmup_sizes())
         self.batcher = Batcher(
             self.name,
-            self._run_batch,
+            self._compute,
+            persist_fn=self._persist,
             max_batch_size=self.batching.max_batch_size,
             max_latency_s=self.batching.max_latency_s,
             queue_size=self.batching.queue_size,
+            queue_budget_s=self.batching.queue_budget_s,
             on_depth=lambda depth: self.metrics.set_queue_depth(self.name, depth),
             on_reject=lambda reason: self.metrics.observe_rejection(self.name, reason),
+            on_failure=lambda stage: self.metrics.observe_batch_failure(self.name, stage),
         )
         self.batcher.start()
         summary = self.detector_summary()
         self.metrics.set_queue_capacity(self.name, self.batching.queue_size)
+        self.metrics.declare_batch_failures(self.name)
         self.metrics.set_queue_depth(self.name, 0)
         self.metrics.set_model_info(
             self.name, self.card.version, str(summary.get("kind", "")), self.pipeline.alpha
@@ -148,7 +196,7 @@ class ServedModel:
         """Refuse new requests and finish the queued ones."""
         self.ready = False
         if self.batcher is not None:
-            self.batcher.stop()
+            self.batcher.stop(self.batching.stop_timeout_s)
 
     def detector_summary(self) -> dict[str, Any]:
         if self.pipeline is None:
@@ -166,39 +214,123 @@ class ServedModel:
         """
         if not self.ready or self.batcher is None:
             raise ModelNotReady(self.name)
-        return await self.batcher.submit(inputs, context, timeout_s)
+        start = time.perf_counter()
+        try:
+            results = await self.batcher.submit(inputs, context, timeout_s)
+        except Exception:
+            self.stats.record_request(False, time.perf_counter() - start)
+            raise
+        self.stats.record_request(True, time.perf_counter() - start)
+        return results
 
-    # -- worker thread ---------------------------------------------------------------------
+    # -- batcher threads ----------------------------------------------------------------------
 
-    def _run_batch(self, items: Sequence[WorkItem]) -> list[list[dict[str, Any]]]:
+    def _score(self, x: Tensor, saliency: bool) -> PipelineOutput:
+        """The pipeline over ``x`` in chunks of at most ``max_batch_size`` images.
+
+        A request larger than a micro-batch runs alone; cutting it here keeps every engine call
+        within the batch sizes tuned at warm-up (no measurement ever runs on the request path)
+        and bounds the engine's memory, while the request's rows still commit together.
+        """
         assert self.pipeline is not None
-        x = torch.cat([item.inputs for item in items])
-        want_saliency = any(item.context.saliency for item in items)
+        step = self.batching.max_batch_size
         with torch.inference_mode(False):
-            out = self.pipeline(x, saliency=want_saliency)
+            if len(x) <= step and not self.batching.pad_batches:
+                return self.pipeline(x, saliency=saliency)
+            parts = [self._score_chunk(x[i : i + step], saliency) for i in range(0, len(x), step)]
+        return parts[0] if len(parts) == 1 else _concat(parts)
+
+    def _score_chunk(self, x: Tensor, saliency: bool) -> PipelineOutput:
+        """One engine call; padded with black images to ``max_batch_size`` when asked to.
+
+        The engine's kernels and gradient strategy depend on the batch size, and max-pool
+        near-ties then flip a few sign-map entries (docs/detectors.md: up to 0.015 of a CSM entry
+        on ``fashion-mnist-cnn-pgd``). At one fixed size the same image gives the same numbers
+        whatever its companions, measured bit for bit (``scripts/batch_invariance.py``).
+        """
+        assert self.pipeline is not None
+        n, size = len(x), self.batching.max_batch_size
+        if not self.batching.pad_batches or n == size:
+            return self.pipeline(x, saliency=saliency)
+        padded = torch.cat([x, torch.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
+        out = self.pipeline(padded, saliency=saliency)
+        return _slice(out, n)
+
+    def _compute(self, items: Sequence[WorkItem]) -> _Computed:
+        """Compute thread: score the micro-batch and build its rows (nothing stored yet)."""
+        x = torch.cat([item.inputs for item in items])
+        out = self._score(x, saliency=any(item.context.saliency for item in items))
         now = dt.datetime.now(dt.UTC)
         rows = [self._row(out, i, now) for i in range(len(x))]
-        offsets = np.cumsum([0] + [item.size for item in items])
+        offsets = [int(o) for o in np.cumsum([0] + [item.size for item in items])]
         for item, lo, hi in zip(items, offsets[:-1], offsets[1:], strict=True):
             for row in rows[lo:hi]:
                 row["api_key_id"] = item.context.owner
                 row["request_id"] = item.context.request_id
-        # The whole micro-batch in one transaction, committed before any waiter is woken.
-        store.save_predictions(self.db, rows)
-        self.metrics.observe_batch(
-            self.name,
-            len(x),
-            [item.started_at - item.enqueued_at for item in items for _ in range(item.size)],
-            out.engine_seconds,
-            out.trust.tolist(),
-            out.flagged.tolist(),
-            {view: p.tolist() for view, p in out.views.items()},
-        )
-        results = []
-        for item, lo, hi in zip(items, offsets[:-1], offsets[1:], strict=True):
-            results.append(
-                [self._result(out, rows[i], i, item.context) for i in range(int(lo), int(hi))]
+        return _Computed(out=out, rows=rows, offsets=offsets)
+
+    def _persist(self, items: Sequence[WorkItem], computed: _Computed) -> list[Any]:
+        """Persist thread: store the batch, then build each request's results (or its error).
+
+        The whole micro-batch goes in one transaction. If the store refuses it for a reason
+        other than being unreachable, each request is stored on its own, so one bad row answers
+        its own request with an error and every other request of the batch is still served.
+        """
+        out, rows, offsets = computed.out, computed.rows, computed.offsets
+        spans = list(itertools.pairwise(offsets))
+        failures: dict[int, BaseException] = {}
+        persist_start = time.perf_counter()
+        try:
+            store.save_predictions(self.db, rows)
+        except Exception as err:
+            if is_unavailable(err):
+                self.metrics.set_store_up(False)
+                raise StoreUnavailable(type(err).__name__) from err
+            logger.warning(
+                "model %s: batch insert refused (%s); storing request by request",
+                self.name,
+                type(err).__name__,
             )
+            for n, (lo, hi) in enumerate(spans):
+                try:
+                    store.save_predictions(self.db, rows[lo:hi])
+                except Exception as item_err:
+                    if is_unavailable(item_err):
+                        failures[n] = StoreUnavailable(type(item_err).__name__)
+                    else:
+                        logger.error(
+                            "model %s: request %r not stored: %s",
+                            self.name,
+                            items[n].context.request_id[:80],
+                            item_err,
+                        )
+                        failures[n] = StoreRejected(type(item_err).__name__)
+        self.metrics.set_store_up(True)
+        stored = [i for n, (lo, hi) in enumerate(spans) if n not in failures for i in range(lo, hi)]
+        if stored:
+            waits = [
+                items[n].started_at - items[n].enqueued_at
+                for n, (lo, hi) in enumerate(spans)
+                if n not in failures
+                for _ in range(lo, hi)
+            ]
+            self.metrics.observe_batch(
+                self.name,
+                len(stored),
+                waits,
+                out.engine_seconds,
+                out.trust[stored].tolist(),
+                out.flagged[stored].tolist(),
+                {view: p[stored].tolist() for view, p in out.views.items()},
+            )
+            persist_s = time.perf_counter() - persist_start
+            self.stats.record_batch(len(stored), waits, out.engine_seconds, persist_s)
+        results: list[Any] = []
+        for n, (item, (lo, hi)) in enumerate(zip(items, spans, strict=True)):
+            if n in failures:
+                results.append(failures[n])
+            else:
+                results.append([self._result(out, rows[i], i, item.context) for i in range(lo, hi)])
         return results
 
     def _row(self, out: PipelineOutput, i: int, now: dt.datetime) -> dict[str, Any]:
@@ -254,3 +386,32 @@ class ServedModel:
         image = image.reshape(1, h, w) if image.numel() == h * w else image.reshape(c, h, w)
         # Sign maps hold -1, 0 and 1: shown as black, mid grey and white.
         return base64.b64encode(encode_png((image.clamp(-1, 1) + 1) / 2)).decode()
+
+
+def _slice(out: PipelineOutput, n: int) -> PipelineOutput:
+    """The first ``n`` images of a ``PipelineOutput`` (the rest were padding)."""
+    values = {}
+    for field in dataclasses.fields(PipelineOutput):
+        value = getattr(out, field.name)
+        if isinstance(value, np.ndarray):
+            value = value[:n]
+        elif isinstance(value, dict):
+            value = {k: v[:n] for k, v in value.items()}
+        values[field.name] = value
+    return PipelineOutput(**values)
+
+
+def _concat(parts: list[PipelineOutput]) -> PipelineOutput:
+    """One ``PipelineOutput`` from the outputs of consecutive chunks of a batch."""
+    arrays = {}
+    for field in dataclasses.fields(PipelineOutput):
+        values = [getattr(p, field.name) for p in parts]
+        if field.name == "engine_seconds":
+            arrays[field.name] = float(sum(values))
+        elif isinstance(values[0], np.ndarray):
+            arrays[field.name] = np.concatenate(values)
+        elif isinstance(values[0], dict):
+            arrays[field.name] = {k: np.concatenate([v[k] for v in values]) for k in values[0]}
+        else:
+            arrays[field.name] = None if values[0] is None else values[0]
+    return PipelineOutput(**arrays)

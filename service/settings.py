@@ -39,18 +39,36 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     default_model: str = DEFAULT_MODEL
     database_url: str = "sqlite:///gga.db"
+    run_migrations: bool = True
+    retention_days: float = Field(0.0, ge=0.0)
+    prune_interval_s: float = Field(3600.0, gt=0.0)
     max_batch_size: int = Field(32, ge=1, le=1024)
     max_latency_ms: float = Field(5.0, ge=0.0, le=10_000.0)
     queue_size: int = Field(256, ge=1)
+    queue_budget_s: float = Field(1.0, ge=0.0)
+    pad_batches: bool = False
     request_timeout_s: float = Field(30.0, gt=0.0)
+    shutdown_timeout_s: float = Field(20.0, gt=0.0)
+    keep_alive_s: float = Field(75.0, gt=0.0)
+    forwarded_allow_ips: str = "127.0.0.1"
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_images_per_request: int = Field(64, ge=1)
-    max_pixels: int = Field(4096 * 4096, ge=1)
+    # 1 MP: ample for models whose inputs are 28x28 or 32x32, and 64 of them still decode in
+    # well under a second; 4096x4096 let one request ask for a gigapixel of decoding.
+    max_pixels: int = Field(1024 * 1024, ge=1)
+    decode_workers: int = Field(2, ge=1, le=64)
     api_keys_required: bool = False
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit: float = Field(50.0, ge=0.0)
     rate_limit_burst: int = Field(100, ge=1)
+    redis_url: str | None = None
+    redis_prefix: str = Field("gga", min_length=1, max_length=64)
     device: str | None = None
+    torch_threads: int | None = Field(None, ge=1, le=1024)
+    # `gga serve --ray`: model replicas, CPUs each, and each replica's own metrics port (0: any).
+    ray_replicas: int = Field(2, ge=1, le=1024)
+    ray_replica_cpus: float = Field(1.0, gt=0.0)
+    metrics_port: int = Field(0, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Empty: one batch size per power-of-two bucket up to max_batch_size (see ServedModel).
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=list)
@@ -79,6 +97,16 @@ class Settings(BaseSettings):
                 f"({self.max_batch_size}), or no batch could ever fill: raise GGA_QUEUE_SIZE"
             )
         return self
+
+    @property
+    def drain_timeout_s(self) -> float:
+        """The part of the shutdown window kept for draining the queues after HTTP stops."""
+        return min(5.0, self.shutdown_timeout_s / 4)
+
+    @property
+    def graceful_timeout_s(self) -> float:
+        """The part of the shutdown window in-flight HTTP requests get to finish."""
+        return self.shutdown_timeout_s - self.drain_timeout_s
 
     @property
     def served_models(self) -> list[str]:

@@ -1,16 +1,20 @@
 """Request bodies to model inputs: images (multipart, base64 JSON), tensors (JSON, v2).
 
 Every check a client can fail lives here and raises a ``service.errors`` error naming the
-problem; nothing here knows about HTTP status codes.
+problem; nothing here knows about HTTP status codes. Decoding (PIL, JSON parsing, base64) is
+CPU work and runs on the app's decode thread pool through :func:`off_loop`, never on the event
+loop, so a large body cannot stall health checks and other clients.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pydantic
@@ -34,6 +38,35 @@ from service.errors import (
 from service.protocol.schemas import PredictJSON
 
 ACCEPTED = "multipart/form-data (field 'file'), or application/json with 'images' or 'tensor'"
+# The store's request_id column; longer ids are refused at the edge, never truncated silently.
+MAX_REQUEST_ID = 64
+
+T = TypeVar("T")
+
+
+async def off_loop(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` on the app's decode pool (the loop's default pool if it has none)."""
+    pool = getattr(request.app.state, "decode_pool", None)
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+
+def check_request_id(value: str, where: str) -> str:
+    """A client-chosen request id, as stored with each prediction.
+
+    Args:
+        value: The id the client sent.
+        where: Where it came from, for the message (``"X-Request-ID header"``, ``"id"``).
+
+    Raises:
+        InvalidInput: Longer than :data:`MAX_REQUEST_ID` characters, or not printable ASCII.
+    """
+    if len(value) > MAX_REQUEST_ID:
+        raise InvalidInput(
+            f"{where} is {len(value)} characters long, at most {MAX_REQUEST_ID} allowed"
+        )
+    if not value.isascii() or not value.isprintable():
+        raise InvalidInput(f"{where} must be printable ASCII")
+    return value
 
 
 @dataclass(frozen=True)
@@ -52,6 +85,15 @@ class InputSpec:
     max_images: int
     max_pixels: int
 
+    @property
+    def min_side(self) -> int:
+        """Shortest image side accepted: half the model's, so that upscaling stays within 2x.
+
+        A 1x1 image resized to 28x28 is one grey value, classified with confidence but carrying
+        nothing; refusing it tells the client its image is not what the model reads.
+        """
+        return max(1, min(self.input_shape[1:]) // 2)
+
 
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -68,7 +110,7 @@ async def read_predict_body(request: Request, spec: InputSpec) -> Tensor:
     if kind == "multipart/form-data":
         return await _read_multipart(request, spec)
     if kind == "application/json":
-        return _read_json(await request.body(), spec)
+        return await off_loop(request, _read_json, await request.body(), spec)
     raise UnsupportedMediaType(kind, ACCEPTED)
 
 
@@ -92,7 +134,7 @@ async def _read_multipart(request: Request, spec: InputSpec) -> Tensor:
         blobs = [await f.read() for f in files]
     finally:
         await form.close()
-    return decode_images(blobs, spec)
+    return await off_loop(request, decode_images, blobs, spec)
 
 
 def _read_json(body: bytes, spec: InputSpec) -> Tensor:
@@ -143,6 +185,7 @@ def decode_images(blobs: list[bytes], spec: InputSpec) -> Tensor:
                     input_shape=spec.input_shape,
                     resize=spec.resize,
                     max_pixels=spec.max_pixels,
+                    min_side=spec.min_side,
                 )
             )
         except ImageTooLargeError as err:

@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.auth import Authenticator, RateLimiter, token_from_headers
+from service.auth import Authenticator, token_from_headers
 from service.dataplane import DataPlane
 from service.errors import RateLimited, ServiceStarting
 from service.metrics import RejectReason, ServiceMetrics
+from service.ratelimit import RateLimiter
 from service.settings import Settings
 
 
@@ -26,28 +27,36 @@ def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
+def client_address(request: Request) -> str:
+    """The client's address (the forwarded one behind a proxy in GGA_FORWARDED_ALLOW_IPS)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 async def get_caller(request: Request) -> str | None:
-    """The caller's API key id (None in open mode), after the per-key rate limit.
+    """The caller's API key id (None in open mode), after the caller's rate limit.
+
+    The rate limit applies to every caller: per API key when keys are on, per client address in
+    open mode.
 
     Raises:
         ServiceStarting: The store is not migrated yet.
         Unauthorized: Keys are on and none valid was sent.
-        RateLimited: The key's bucket is empty.
+        RateLimited: The caller's bucket is empty.
     """
     if not request.app.state.store_ready:
         raise ServiceStarting()
     auth: Authenticator = request.app.state.auth
     if auth.stale:  # the store is read only every few seconds, off the event loop
         await asyncio.to_thread(auth.refresh)
-    if not auth.enabled:
-        return None
-    token = token_from_headers(
-        request.headers.get("authorization"), request.headers.get("x-api-key")
-    )
-    key_id = await asyncio.to_thread(auth.authenticate, token)
+    key_id = None
+    if auth.enabled:
+        token = token_from_headers(
+            request.headers.get("authorization"), request.headers.get("x-api-key")
+        )
+        key_id = await asyncio.to_thread(auth.authenticate, token)
     limiter: RateLimiter = request.app.state.limiter
     try:
-        limiter.acquire(key_id or "")
+        await limiter.acquire(f"key:{key_id}" if key_id else f"addr:{client_address(request)}")
     except RateLimited:
         name = request.path_params.get("name", "")
         model = name if name in request.app.state.registry else ""

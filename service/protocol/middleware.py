@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import BodyTooLarge, ServiceError
+from service.errors import BodyTooLarge, ServerBusy, ServiceError
 from service.metrics import ServiceMetrics
 
 
@@ -115,3 +115,124 @@ class MetricsMiddleware:
             name = (scope.get("path_params") or {}).get("name", "")
             model = name if name in self.models else ""
             self.metrics.observe_request(model, endpoint, status, time.perf_counter() - start)
+
+
+class AdmissionControl:
+    """How many prediction requests may be in the server at once, from the rate it completes them.
+
+    By Little's law a request admitted behind ``in_flight`` others waits about
+    ``in_flight / completion_rate``. Requests are admitted while that stays within
+    ``latency_budget_s``; beyond it they are refused at once, before any decoding, so the
+    requests accepted are answered within about the budget instead of every request waiting
+    longer and longer behind a backlog the batcher's queue never sees (bodies being read and
+    decoded, responses being written). A refused request's body is read and dropped, not
+    parsed. ``floor`` in-flight requests are always admitted, so micro-batches can still fill.
+
+    Args:
+        latency_budget_s: Target time a request spends in the server; 0 turns control off.
+        floor: Requests always admitted.
+        window_s: Completions are counted over windows this long (an EWMA of their rates).
+    """
+
+    def __init__(self, latency_budget_s: float, floor: int, window_s: float = 1.0) -> None:
+        self.latency_budget_s = latency_budget_s
+        self.floor = max(1, floor)
+        self.window_s = window_s
+        self.in_flight = 0
+        self.rate: float | None = None  # completions per second
+        self._window_start = time.monotonic()
+        self._window_done = 0
+
+    @property
+    def limit(self) -> int | None:
+        """Requests admitted at once now; None while unlimited (off, or no rate measured)."""
+        if self.latency_budget_s <= 0 or self.rate is None:
+            return None
+        return max(self.floor, int(self.rate * self.latency_budget_s))
+
+    def try_admit(self) -> bool:
+        limit = self.limit
+        if limit is not None and self.in_flight >= limit:
+            return False
+        self.in_flight += 1
+        return True
+
+    def done(self) -> None:
+        self.in_flight -= 1
+        self._window_done += 1
+        now = time.monotonic()
+        elapsed = now - self._window_start
+        if elapsed >= self.window_s:
+            rate = self._window_done / elapsed
+            self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
+            self._window_start, self._window_done = now, 0
+
+
+class AdmissionMiddleware:
+    """Refuse prediction requests over :class:`AdmissionControl`'s limit with 503 + Retry-After.
+
+    Only ``POST`` to a predict or infer route counts; health checks, metrics and reads are never
+    refused here. Runs on the event loop only, so the counters need no lock.
+
+    Args:
+        app: The wrapped application.
+        control: The shared admission state.
+        on_refuse: Called with the model name (for the rejection counter) on each refusal.
+    """
+
+    def __init__(self, app: ASGIApp, control: AdmissionControl, on_refuse: Any = None) -> None:
+        self.app = app
+        self.control = control
+        self.on_refuse = on_refuse or (lambda _model: None)
+
+    @staticmethod
+    def _model_of(scope: Scope) -> str | None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        parts = scope["path"].strip("/").split("/")
+        # /v1/models/{name}/predict and /v2/models/{name}/infer (and .../versions/{v}/infer)
+        if len(parts) >= 4 and parts[1] == "models" and parts[-1] in ("predict", "infer"):
+            return parts[2]
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model = self._model_of(scope)
+        if model is None:
+            await self.app(scope, receive, send)
+            return
+        if not self.control.try_admit():
+            self.on_refuse(model)
+            await self._drain(receive)
+            await self._refuse(scope, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.control.done()
+
+    @staticmethod
+    async def _drain(receive: Receive) -> None:
+        """Read and drop the body (the body limit still applies): a client still uploading
+        would otherwise see its connection closed under it instead of the 503."""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        limit = self.control.limit or 0
+        err = ServerBusy(self.control.in_flight, self.control.latency_budget_s)
+        body = json.dumps(error_body(scope["path"], err)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", b"1"),
+                    (b"x-gga-admission-limit", str(limit).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 
 from service.model import RequestContext
-from service.protocol.decode import ACCEPTED, read_predict_body
+from service.protocol.decode import ACCEPTED, check_request_id, read_predict_body
 from service.protocol.deps import CallerDep, DataPlaneDep
+from service.protocol.openapi import body_ref
 from service.protocol.schemas import (
     ErrorV1,
     ModelList,
@@ -45,7 +46,7 @@ PREDICT_BODY = {
                     "required": ["file"],
                 }
             },
-            "application/json": {"schema": PredictJSON.model_json_schema()},
+            "application/json": {"schema": body_ref(PredictJSON)},
         },
     }
 }
@@ -61,9 +62,11 @@ async def predict(
 ) -> Response:
     """Classify images; every prediction comes with a calibrated trust score and an id."""
     model = dataplane.model(name)
+    sent_id = request.headers.get("x-request-id")
+    request_id = check_request_id(sent_id, "X-Request-ID header") if sent_id else None
     inputs = await read_predict_body(request, dataplane.input_spec(model))
     context = RequestContext(
-        request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+        request_id=request_id or uuid.uuid4().hex,
         owner=caller,
         explain=explain,
         saliency=saliency,

@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse
 from service.errors import InvalidInput, InvalidJSON, InvalidTensor
 from service.model import RequestContext
 from service.protocol import v2_binary
-from service.protocol.decode import check_tensor
+from service.protocol.decode import InputSpec, check_request_id, check_tensor, off_loop
 from service.protocol.deps import CallerDep, DataPlaneDep
+from service.protocol.openapi import body_ref
 from service.protocol.schemas import (
     ErrorV2,
     InferRequest,
@@ -25,6 +26,7 @@ from service.protocol.schemas import (
     ServerMetadata,
     TensorMetadata,
 )
+from service.protocol.v2_extensions import EXTENSIONS, register_v2_extensions
 
 SERVER_NAME = "gga-serve"
 SERVER_VERSION = "0.1.0"
@@ -44,14 +46,14 @@ INFER_BODY = {
         "required": True,
         "description": "An inference request (JSON), optionally followed by binary tensor data "
         "whose JSON length is given in the Inference-Header-Content-Length header.",
-        "content": {"application/json": {"schema": InferRequest.model_json_schema()}},
+        "content": {"application/json": {"schema": body_ref(InferRequest)}},
     }
 }
 
 
 async def server_metadata() -> ServerMetadata:
     return ServerMetadata(
-        name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data"]
+        name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data", *EXTENSIONS]
     )
 
 
@@ -121,30 +123,49 @@ def _wanted_outputs(req: InferRequest) -> list[tuple[str, bool]]:
     return wanted
 
 
-async def infer(
-    name: str, request: Request, dataplane: DataPlaneDep, caller: CallerDep
-) -> Response:
-    """Run an inference request (JSON or with binary tensor data)."""
-    model = dataplane.model(name)
-    header, tail = v2_binary.split_body(
-        await request.body(), request.headers.get(v2_binary.HEADER_LENGTH)
-    )
+def decode_infer_request(
+    body: bytes, header_length: str | None, spec: InputSpec
+) -> tuple[InferRequest, Any]:
+    """Parse and check an inference request body (CPU work: runs on the decode pool).
+
+    Returns:
+        The request and its (N, C, H, W) input tensor.
+
+    Raises:
+        InvalidInput, InvalidJSON, InvalidTensor, TooManyImages: See messages.
+    """
+    header, tail = v2_binary.split_body(body, header_length)
     try:
         req = InferRequest.model_validate_json(header)
     except pydantic.ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise InvalidJSON(f"inference request {where}: {first['msg']}") from err
+    if req.id is not None:
+        check_request_id(req.id, "id")
     raw = v2_binary.binary_slices(
         [(i.parameters or {}).get("binary_data_size") for i in req.inputs], tail
     )
     array = _input_array(req, raw)
-    spec = dataplane.input_spec(model)
     if array.ndim == 3 and spec.input_shape[0] == 1:
         array = array[:, None]  # [N, H, W] grey images
     if array.ndim != 4:
         raise InvalidTensor(f"input {INPUT_NAME!r} must be [N, C, H, W] or [N, H, W]")
-    inputs = check_tensor(np.asarray(array, dtype=np.float32), spec)
+    return req, check_tensor(np.asarray(array, dtype=np.float32), spec)
+
+
+async def infer(
+    name: str, request: Request, dataplane: DataPlaneDep, caller: CallerDep
+) -> Response:
+    """Run an inference request (JSON or with binary tensor data)."""
+    model = dataplane.model(name)
+    req, inputs = await off_loop(
+        request,
+        decode_infer_request,
+        await request.body(),
+        request.headers.get(v2_binary.HEADER_LENGTH),
+        dataplane.input_spec(model),
+    )
     wanted = _wanted_outputs(req)
     request_id = req.id or uuid.uuid4().hex
     context = RequestContext(request_id=request_id, owner=caller)
@@ -200,6 +221,7 @@ def register_v2_endpoints(app: FastAPI) -> None:
     router.add_api_route("", server_metadata, methods=["GET"])
     router.add_api_route("/health/live", live, methods=["GET"])
     router.add_api_route("/health/ready", ready, methods=["GET"])
+    register_v2_extensions(router)  # before /models/{name}: /models/stats is not a model
     router.add_api_route("/models/{name}", model_metadata, methods=["GET"])
     router.add_api_route("/models/{name}/ready", model_ready, methods=["GET"])
     router.add_api_route(

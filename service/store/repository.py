@@ -10,8 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-from sqlalchemy import Select, case, func, select, update
+from sqlalchemy import Select, case, delete, func, select, update
 
 from service.errors import InvalidCursor, PredictionNotFound
 from service.store.database import Database
@@ -123,22 +122,28 @@ def list_predictions(
     return rows, None
 
 
+QUANTILES: dict[str, float] = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
+
+
 def prediction_stats(
     db: Database,
     owner: str | None,
     *,
     model: str | None = None,
     since: dt.datetime | None = None,
-    max_rows: int = 100_000,
 ) -> dict[str, Any]:
     """Counts, flag rate and trust-score quantiles of the predictions since ``since``.
+
+    Everything is computed by the database over every row in the window; no row is loaded into
+    Python. Quantiles interpolate linearly between order statistics (PostgreSQL's
+    ``percentile_cont``, numpy's default), on SQLite by reading the two rows around each
+    quantile's position.
 
     Args:
         db: The store.
         owner: Caller's key id, or None in open mode.
         model: Only this model.
         since: Window start (None: all time).
-        max_rows: Quantiles are computed from at most this many newest rows.
 
     Returns:
         ``count``, ``flagged``, ``flag_rate`` and ``trust_quantiles`` (p05, p25, p50, p75, p95).
@@ -155,20 +160,72 @@ def prediction_stats(
     counts = scoped(select(func.count(), func.sum(case((Prediction.flagged, 1), else_=0))))
     with db.session() as session:
         count, n_flagged = session.execute(counts).one()
-        n_flagged = n_flagged or 0
-        scores = session.scalars(
-            scoped(select(Prediction.trust_score)).order_by(Prediction.id.desc()).limit(max_rows)
-        ).all()
-    quantiles = None
-    if scores:
-        qs = np.quantile(np.asarray(scores, dtype=np.float64), [0.05, 0.25, 0.5, 0.75, 0.95])
-        quantiles = dict(zip(("p05", "p25", "p50", "p75", "p95"), map(float, qs), strict=True))
+        count, n_flagged = int(count or 0), int(n_flagged or 0)
+        quantiles = None
+        if count:
+            if db.backend == "postgresql":
+                columns = [
+                    func.percentile_cont(q).within_group(Prediction.trust_score)
+                    for q in QUANTILES.values()
+                ]
+                values = session.execute(scoped(select(*columns))).one()
+            else:
+                values = [
+                    _quantile_by_offset(session, scoped, count, q) for q in QUANTILES.values()
+                ]
+            quantiles = dict(zip(QUANTILES, map(float, values), strict=True))
     return {
-        "count": int(count),
-        "flagged": int(n_flagged),
-        "flag_rate": (int(n_flagged) / int(count)) if count else None,
+        "count": count,
+        "flagged": n_flagged,
+        "flag_rate": (n_flagged / count) if count else None,
         "trust_quantiles": quantiles,
     }
+
+
+def _quantile_by_offset(session: Any, scoped: Any, count: int, q: float) -> float:
+    """The ``q`` quantile of the scoped trust scores, from the two order statistics around it."""
+    position = (count - 1) * q
+    lower = int(position)
+    stmt = (
+        scoped(select(Prediction.trust_score))
+        .order_by(Prediction.trust_score)
+        .offset(lower)
+        .limit(2)
+    )
+    around = [float(v) for v in session.scalars(stmt)]
+    if len(around) == 1:
+        return around[0]
+    return around[0] + (position - lower) * (around[1] - around[0])
+
+
+def prune_predictions(db: Database, before: dt.datetime, chunk: int = 5000) -> int:
+    """Delete the predictions created before ``before``, a chunk per transaction.
+
+    Small transactions keep locks short, so the batcher's inserts never wait long behind a prune.
+
+    Args:
+        db: The store.
+        before: Rows created earlier than this are deleted.
+        chunk: Rows per delete statement.
+
+    Returns:
+        How many rows were deleted.
+    """
+    deleted = 0
+    while True:
+        old = select(Prediction.id).where(Prediction.created_at < before).limit(chunk)
+        with db.session() as session:
+            result = session.execute(delete(Prediction).where(Prediction.id.in_(old)))
+            n = int(result.rowcount or 0)
+        deleted += n
+        if n < chunk:
+            return deleted
+
+
+def ping(db: Database) -> None:
+    """One round trip to the store; raises the driver's error when it cannot be reached."""
+    with db.session() as session:
+        session.execute(select(1))
 
 
 # API keys ---------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ QUEUE_SIZE = 16
 # exactly one token per predict request, refilled too slowly to matter, makes the next request
 # a deterministic 429 and so a real gga_rejected_requests_total series.
 API_KEY = "scrape-test-key"
-STARTUP_TIMEOUT_S = 30.0
+# Loading torch and warming the engine up takes minutes on a shared 2-core box.
+STARTUP_TIMEOUT_S = 180.0
 SCRAPE_TIMEOUT_S = 20.0
 RANGE_FUNCTION = re.compile(r"\b(rate|irate|increase)\(")
 

@@ -15,6 +15,9 @@ REQUIRED_ALERTS = {
     "GGAQueueSaturated",
     "GGAHighLatencyP95",
     "GGATargetDown",
+    "GGANoReplicaUp",
+    "GGABatchFailures",
+    "GGAStoreUnreachable",
 }
 
 

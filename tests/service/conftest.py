@@ -53,6 +53,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield from _postgres_schema_url()
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL schema (for behaviour only PostgreSQL shows, such as column limits)."""
+    yield from _postgres_schema_url()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """Run torch single-threaded: the CI box has two cores shared by parallel jobs, where
@@ -105,6 +111,7 @@ def service_settings(model_repo: Path, db_path: Path, **overrides):
         "queue_size": 64,
         "max_images_per_request": 16,
         "rate_limit": 0.0,
+        "torch_threads": 1,  # as _one_torch_thread: the app would otherwise take every CPU
         **overrides,
     }
     return Settings(_env_file=None, **values)

@@ -112,6 +112,7 @@ class LiveServer:
             "GGA_QUEUE_SIZE": "16",
             "GGA_RATE_LIMIT": "0",
             "OMP_NUM_THREADS": "1",  # two shared cores: threads would only fight
+            "GGA_TORCH_THREADS": "1",
             **self.env,
         }
         with open(self.log, "wb") as log:

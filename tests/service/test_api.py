@@ -136,7 +136,11 @@ def test_models_and_stats(client: TestClient) -> None:
 
 
 def test_v2_metadata_health_and_json_infer(client: TestClient, fmnist_test) -> None:
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2").json()["extensions"] == [
+        "binary_tensor_data",
+        "model_configuration",
+        "statistics",
+    ]
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get(f"/v2/models/{MODEL}/ready").status_code == 200
@@ -195,6 +199,7 @@ BAD_INPUTS = [
      413, "payload_too_large"),
     ("no file field", {"files": [("upload", ("x.png", b"abc", "image/png"))]},
      422, "invalid_input"),
+    ("1x1 image", "tiny", 422, "invalid_image"),
 ]  # fmt: skip
 
 
@@ -202,6 +207,10 @@ BAD_INPUTS = [
 def test_bad_inputs(client: TestClient, fmnist_pngs, case, request_kw, status, code) -> None:
     if request_kw == "truncated":
         request_kw = {"files": [("file", ("t.png", fmnist_pngs[0][:120], "image/png"))]}
+    elif request_kw == "tiny":
+        buf = io.BytesIO()
+        Image.new("L", (1, 1), 128).save(buf, format="PNG")  # used to be classified confidently
+        request_kw = {"files": [("file", ("t.png", buf.getvalue(), "image/png"))]}
     elif request_kw == "many_files":
         request_kw = {"files": _files([fmnist_pngs[0]] * 20)}
     elif case == "nan tensor":
@@ -225,6 +234,10 @@ def test_not_found_errors(client: TestClient) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "prediction_not_found"
     assert client.get("/v1/predictions", params={"cursor": "garbage"}).status_code == 422
     assert client.get("/v1/stats", params={"window": "forever"}).status_code == 422
+    # A window reaching before the year 1 used to overflow into a 500.
+    r = client.get("/v1/stats", params={"window": "999999d"})
+    assert r.status_code == 422 and "36500d" in r.json()["error"]["message"], r.text
+    assert client.get("/v1/stats", params={"window": "36500d"}).status_code == 200
     assert client.get("/v1/predictions", params={"model": "nope"}).status_code == 404
     r = client.post("/v2/models/nope/infer", json={"inputs": []})
     assert r.status_code == 404 and isinstance(r.json()["error"], str)
@@ -291,3 +304,48 @@ def test_not_ready_until_started(model_repo: Path, tmp_path: Path) -> None:
     r = client.post(PREDICT, json={"tensor": [[0.0] * 28] * 28})
     assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_ready"
     assert client.get(f"/v2/models/{MODEL}/ready").status_code == 503
+
+
+def test_a_request_larger_than_a_batch_runs_in_tuned_chunks(client: TestClient, fmnist_pngs):
+    # max_batch_size 8, max_images_per_request 16: 12 images used to form one batch of 12, whose
+    # bucket (16) warm-up never tuned, so it was measured on the request path.
+    engine = client.app.state.registry.get(MODEL).pipeline.engine
+    r = client.post(PREDICT, files=_files(fmnist_pngs[:12]))
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 12 and len({p["id"] for p in preds}) == 12
+    assert not engine.tuning_timings(12), "a bucket was tuned on the request path"
+    for png, p in zip(fmnist_pngs[8:12], preds[8:], strict=True):
+        alone = client.post(PREDICT, files=_files([png])).json()["predictions"][0]
+        assert alone["label"] == p["label"]
+
+
+def test_refusals_are_logged_in_aggregate(model_repo: Path, tmp_path: Path, caplog) -> None:
+    app = create_app(service_settings(model_repo, tmp_path / "cold.db"))
+    client = TestClient(app)  # not started: every predict is a 503 "starting"
+    with caplog.at_level("WARNING", logger="service.app"):
+        codes = {client.post(PREDICT, json={"tensor": [[0.0]]}).status_code for _ in range(50)}
+    assert codes == {503}
+    lines = [r for r in caplog.records if "-> 503" in r.getMessage()]
+    assert 1 <= len(lines) <= 2, len(lines)  # one line per 503 before
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_every_openapi_reference_resolves(client: TestClient) -> None:
+    # The v2 infer body used to carry #/$defs/... references that point at nothing.
+    document = client.get("/openapi.json").json()
+    refs = _refs(document)
+    assert "#/components/schemas/InferRequest" in refs
+    schemas = document["components"]["schemas"]
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+    assert "$defs" not in str(document)

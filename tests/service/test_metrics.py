@@ -30,6 +30,8 @@ EXPECTED = {
     "gga_queue_capacity": ("gauge", {"model"}),
     "gga_model_info": ("gauge", {"model", "version", "detector", "alpha"}),
     "gga_rejected_requests": ("counter", {"model", "reason"}),
+    "gga_batch_failures": ("counter", {"model", "stage"}),
+    "gga_store_up": ("gauge", set()),
 }
 
 
@@ -53,6 +55,8 @@ def exercise(m: ServiceMetrics) -> None:
     m.set_queue_capacity(MODEL, 64)
     m.set_model_info(MODEL, "1.0.0", "loda", 0.05)
     m.observe_rejection(MODEL, RejectReason.QUEUE_FULL)
+    m.observe_batch_failure(MODEL, "persist")
+    m.set_store_up(True)
 
 
 def parse(m: ServiceMetrics) -> dict:
@@ -190,5 +194,5 @@ def test_rejections_count_by_reason_and_refuse_unknown_reasons(metrics: ServiceM
     metrics.observe_rejection(MODEL, RejectReason.DEADLINE)
     assert value(metrics, "gga_rejected_requests_total", model=MODEL, reason="queue_full") == 1
     assert value(metrics, "gga_rejected_requests_total", model=MODEL, reason="deadline") == 2
-    with pytest.raises(ValueError, match="queue_full, rate_limited, deadline"):
+    with pytest.raises(ValueError, match="queue_full, overloaded, rate_limited, deadline"):
         metrics.observe_rejection(MODEL, "oops")

@@ -1,20 +1,29 @@
 """The result store on SQLite and PostgreSQL: migrations, one-transaction writes, keyset pages."""
 
 import datetime as dt
+import multiprocessing
+import random
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from service.errors import InvalidCursor, PredictionNotFound
 from service.store import Database, new_id
 from service.store import repository as repo
-from service.store.migrate import current
+from service.store.migrate import SchemaNotCurrent, current, head, upgrade, wait_until_current
 
 
-def _row(model: str = "m", owner: str | None = None, flagged: bool = False, trust: float = 0.5):
+def _row(
+    model: str = "m",
+    owner: str | None = None,
+    flagged: bool = False,
+    trust: float = 0.5,
+    created_at: dt.datetime | None = None,
+):
     return {
         "id": new_id(),
-        "created_at": dt.datetime.now(dt.UTC),
+        "created_at": created_at or dt.datetime.now(dt.UTC),
         "model": model,
         "model_version": "1",
         "label": 3,
@@ -105,3 +114,56 @@ def test_stats(db: Database) -> None:
     assert stats["count"] == 10 and stats["flagged"] == 2 and stats["flag_rate"] == 0.2
     assert stats["trust_quantiles"]["p50"] == pytest.approx(0.55)
     assert repo.prediction_stats(db, "nobody")["count"] == 0
+
+
+def test_stats_quantiles_are_exact_over_the_whole_window(db: Database) -> None:
+    # Computed in SQL over every row (it used to load up to 100,000 rows into Python).
+    rng = random.Random(0)
+    scores = [rng.random() for _ in range(1001)]
+    repo.save_predictions(db, [_row(trust=t, flagged=t < 0.05) for t in scores])
+    repo.save_predictions(db, [_row(model="other", trust=0.0)])
+    stats = repo.prediction_stats(db, None, model="m")
+    assert stats["count"] == 1001 and stats["flagged"] == sum(t < 0.05 for t in scores)
+    expected = np.quantile(scores, [0.05, 0.25, 0.5, 0.75, 0.95])
+    got = [stats["trust_quantiles"][k] for k in ("p05", "p25", "p50", "p75", "p95")]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    one = repo.prediction_stats(db, None, model="other")
+    assert one["trust_quantiles"] == dict.fromkeys(("p05", "p25", "p50", "p75", "p95"), 0.0)
+    assert repo.prediction_stats(db, None, model="none")["trust_quantiles"] is None
+
+
+def test_prune_deletes_only_rows_older_than_the_cutoff(db: Database) -> None:
+    now = dt.datetime.now(dt.UTC)
+    old = [_row(created_at=now - dt.timedelta(days=40 + i)) for i in range(7)]
+    recent = [_row(created_at=now - dt.timedelta(days=1)) for _ in range(3)]
+    repo.save_predictions(db, old + recent)
+    assert repo.prune_predictions(db, now - dt.timedelta(days=30), chunk=2) == 7
+    rows, _ = repo.list_predictions(db, None)
+    assert {r["id"] for r in rows} == {r["id"] for r in recent}
+    assert repo.prune_predictions(db, now - dt.timedelta(days=30)) == 0
+
+
+def _upgrade_in_process(url: str, start) -> None:
+    start.wait(30)
+    upgrade(url)
+
+
+def test_concurrent_migrations_take_turns(database_url: str) -> None:
+    # Replicas starting together used to race on an empty database (duplicate tables).
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_upgrade_in_process, args=(database_url, start)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert current(database_url) == head()
+
+
+def test_a_replica_that_does_not_migrate_waits_for_the_schema(database_url: str) -> None:
+    with pytest.raises(SchemaNotCurrent, match="gga db upgrade"):
+        wait_until_current(database_url, timeout_s=0.3, poll_s=0.1)
+    upgrade(database_url)
+    wait_until_current(database_url, timeout_s=5)

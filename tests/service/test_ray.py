@@ -1,0 +1,255 @@
+"""``gga serve --ray`` on a real local Ray cluster: two model replicas on one PostgreSQL store.
+
+``ray start --head`` (loopback only) and ``gga serve --ray --replicas 2`` run as subprocesses; a
+real Prometheus discovers each replica's metrics endpoint through the gateway. Then one replica's
+worker process is killed with SIGKILL under load: Ray replaces it, clients see only 200 and 503,
+and every prediction id a client received is in the store.
+"""
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from service.store import Database
+from service.store import repository as repo
+from tests.deploy.conftest import require_tool
+from tests.deploy.test_prometheus_scrape import Prometheus
+from tests.service.conftest import _postgres_schema_url
+from tests.service.support import free_port
+
+pytest.importorskip("ray", reason="the [ray] extra is not installed")
+
+MODEL = "fashion-mnist-cnn"
+PREDICT = f"/v1/models/{MODEL}/predict"
+# Ray's single-machine mode: every address it advertises and connects to is 127.0.0.1.
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _wait(what: str, probe, timeout_s: float, process: subprocess.Popen | None = None, log=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = Path(log).read_text()[-4000:] if log else ""
+            pytest.fail(f"{what}: process exited with {process.returncode}\n{tail}")
+        try:
+            value = probe()
+        except Exception:
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    tail = Path(log).read_text()[-4000:] if log else ""
+    pytest.fail(f"timed out waiting for {what}\n{tail}")
+
+
+def _stop_group(process: subprocess.Popen, timeout_s: float = 60) -> int | None:
+    """SIGTERM a process started in its own session, then its whole group if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory):
+    ray = str(Path(sys.executable).with_name("ray"))
+    port = free_port()
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    process = subprocess.Popen(
+        [ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=4",
+         "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+        env={**os.environ, **RAY_ENV},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its daemons share the group we stop at the end
+    )  # fmt: skip
+    _wait("ray start --head", lambda: "Ray runtime started" in log.read_text(), 180, process, log)
+    yield f"127.0.0.1:{port}"
+    _stop_group(process)
+
+
+@pytest.fixture(scope="module")
+def store_url():
+    yield from _postgres_schema_url()
+
+
+@pytest.fixture(scope="module")
+def cluster(ray_head: str, store_url: str, model_repo: Path, tmp_path_factory):
+    """``gga serve --ray --replicas 2``: yields (url, redis prefix) once both replicas serve."""
+    import uuid
+
+    port = free_port()
+    prefix = f"gga-ray-test-{uuid.uuid4().hex[:8]}"
+    work = tmp_path_factory.mktemp("serve-ray")
+    log = work / "serve.log"
+    env = {
+        **os.environ,
+        **RAY_ENV,
+        "GGA_REPO": str(model_repo),
+        "GGA_DATABASE_URL": store_url,
+        "GGA_REDIS_URL": os.environ.get("GGA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "GGA_REDIS_PREFIX": prefix,
+        "GGA_HOST": "127.0.0.1",
+        "GGA_PORT": str(port),
+        "GGA_WARMUP_BATCH_SIZES": "1,8",
+        "GGA_MAX_BATCH_SIZE": "8",
+        "GGA_QUEUE_SIZE": "32",
+        "GGA_RATE_LIMIT": "0",
+        "GGA_SHUTDOWN_TIMEOUT_S": "10",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--ray", "--replicas", "2",
+         "--ray-address", ray_head],
+        cwd=work,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    _wait("2 replicas ready", lambda: "replicas ready" in log.read_text(), 600, process, log)
+    yield url, env["GGA_REDIS_URL"], prefix
+    assert _stop_group(process) == 0, log.read_text()[-3000:]
+
+
+def _targets(url: str) -> list[dict]:
+    return httpx.get(url + "/metrics/targets", timeout=10).json()
+
+
+async def _load(url: str, png: bytes, seconds: float, clients: int, on_start=None):
+    codes: collections.Counter = collections.Counter()
+    answered: list[tuple[str, str]] = []
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        stop = time.monotonic() + seconds
+
+        async def worker() -> None:
+            while time.monotonic() < stop:
+                try:
+                    r = await client.post(PREDICT, files={"file": ("x.png", png, "image/png")})
+                except httpx.HTTPError as err:
+                    errors.append(repr(err))
+                    continue
+                codes[r.status_code] += 1
+                if r.status_code == 200:
+                    pid = r.json()["predictions"][0]["id"]
+                    answered.append((pid, r.headers.get("x-gga-replica", "")))
+                elif r.status_code == 503:
+                    assert int(r.headers["Retry-After"]) >= 1
+
+        tasks = [asyncio.create_task(worker()) for _ in range(clients)]
+        if on_start is not None:
+            await on_start(answered)
+        await asyncio.gather(*tasks)
+    return codes, answered, errors
+
+
+def test_requests_spread_ids_unique_and_readable_from_either_replica(
+    cluster, fmnist_pngs: list[bytes], store_url: str
+) -> None:
+    url, _redis, _prefix = cluster
+    codes, answered, errors = asyncio.run(_load(url, fmnist_pngs[0], 8.0, clients=6))
+    assert not errors and set(codes) == {200}, (codes, errors[:3])
+    replicas = {replica for _pid, replica in answered}
+    assert len(replicas) == 2, f"all requests went to {replicas}"
+    ids = [pid for pid, _replica in answered]
+    assert len(set(ids)) == len(ids)
+    readers = set()
+    for pid in ids[:40]:
+        r = httpx.get(f"{url}/v1/predictions/{pid}", timeout=30)
+        assert r.status_code == 200 and r.json()["id"] == pid
+        readers.add(r.headers["x-gga-replica"])
+    assert readers == replicas, "reads were not served by both replicas"
+
+
+def test_prometheus_scrapes_every_replica(cluster, tmp_path: Path) -> None:
+    url, _redis, _prefix = cluster
+    targets = _targets(url)
+    assert len(targets) == 2 and all(t["targets"][0].startswith("127.0.0.1:") for t in targets)
+    prometheus = require_tool("prometheus")
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "gga",
+                "http_sd_configs": [{"url": f"{url}/metrics/targets", "refresh_interval": "1s"}],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = subprocess.Popen(
+        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        prom = Prometheus(f"http://127.0.0.1:{port}")
+        _wait(
+            "Prometheus to scrape both replicas",
+            lambda: prom.value('count(up{job="gga"} == 1)') == 2,
+            90,
+            process,
+        )
+        per_replica = prom.vector('sum by (replica) (gga_predictions_total{job="gga"})')
+        assert len(per_replica) == 2 and all(float(s["value"][1]) > 0 for s in per_replica)
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_kill9_of_a_replica_loses_nothing_acknowledged(
+    cluster, fmnist_pngs: list[bytes], store_url: str
+) -> None:
+    import redis
+
+    url, redis_url, prefix = cluster
+    client = redis.Redis.from_url(redis_url)
+    entries = [json.loads(client.get(k)) for k in client.scan_iter(f"{prefix}:metrics-target:*")]
+    assert len(entries) == 2
+    victim = entries[0]
+
+    async def kill_when_busy(answered: list) -> None:
+        while len(answered) < 20:
+            await asyncio.sleep(0.05)
+        os.kill(victim["pid"], signal.SIGKILL)
+
+    codes, answered, errors = asyncio.run(
+        _load(url, fmnist_pngs[1], 20.0, clients=8, on_start=kill_when_busy)
+    )
+    assert not errors, errors[:3]  # no dropped connection
+    assert set(codes) <= {200, 503} and codes[200] > 20, codes
+    db = Database(store_url)
+    try:
+        missing = []
+        for pid, _replica in answered:
+            try:
+                repo.get_prediction(db, pid, None)
+            except LookupError:
+                missing.append(pid)
+    finally:
+        db.dispose()
+    assert not missing, f"{len(missing)} of {len(answered)} answered predictions were lost"
+    # Ray starts a replacement, which registers its own metrics endpoint.
+    replaced = _wait(
+        "a replacement replica",
+        lambda: {t["labels"]["replica"] for t in _targets(url)} - {victim["replica"]},
+        300,
+    )
+    assert len(replaced) == 2
+    assert httpx.get(url + "/v2/health/ready", timeout=30).status_code == 200
