@@ -8,9 +8,20 @@ free. ``energy`` is ``-logsumexp(z)`` (Liu et al. 2020, T = 1); ``msp`` is ``-ma
 from typing import Any, Self
 
 import numpy as np
-from scipy.special import logsumexp, softmax
 
 from detectors.views.base import View, ViewInputs, fitted_view
+
+
+def logsumexp(z: np.ndarray) -> np.ndarray:
+    """``log sum exp`` of each row, shifted by its maximum so no exponent overflows."""
+    top = z.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by each row's maximum."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 class EnergyView(View):
@@ -21,7 +32,7 @@ class EnergyView(View):
         pass  # a fixed function of the logits
 
     def _score(self, z: ViewInputs) -> np.ndarray:
-        return -logsumexp(np.asarray(z.logits, dtype=np.float64), axis=1)
+        return -logsumexp(np.asarray(z.logits, dtype=np.float64))
 
     def get_params(self) -> dict[str, Any]:
         return {}
@@ -39,7 +50,7 @@ class MSPView(View):
         pass  # a fixed function of the logits
 
     def _score(self, z: ViewInputs) -> np.ndarray:
-        return -softmax(np.asarray(z.logits, dtype=np.float64), axis=1).max(axis=1)
+        return -softmax(np.asarray(z.logits, dtype=np.float64)).max(axis=1)
 
     def get_params(self) -> dict[str, Any]:
         return {}

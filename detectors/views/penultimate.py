@@ -18,12 +18,12 @@ from typing import Any, Self
 
 import numpy as np
 import torch
-from scipy.special import softmax
 from sklearn.covariance import LedoitWolf
 
 from detectors.arrays import decode_array, encode_array, quantize
 from detectors.base import DetectorFitError, as_features
 from detectors.views.base import View, ViewInputs, fitted_view
+from detectors.views.logits import softmax
 from detectors.views.projection import Projection
 
 # The bank of the k-NN view lives in detector.json: keep it to about a million float16 values
@@ -183,7 +183,7 @@ class GradNormView(View):
 
     def _score(self, z: ViewInputs) -> np.ndarray:
         logits = np.asarray(z.logits, dtype=np.float64)
-        p = softmax(logits, axis=1)
+        p = softmax(logits)
         dz = np.abs(p - 1.0 / logits.shape[1]).sum(axis=1)
         return -(dz * np.abs(_features(z)).sum(axis=1))
 
