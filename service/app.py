@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import GGAUserError
 from service.auth import Authenticator, RateLimiter
+from service.console import mount_console
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ServiceError
 from service.metrics import ServiceMetrics, render
@@ -111,7 +113,9 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
         finally:
             await asyncio.to_thread(stop)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load their scripts from the package, not from a CDN.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
         title="gga-serve",
         version="0.1.0",
         description="Image classifiers with a Geometric Gradient Analysis trust score on every "
@@ -139,6 +143,8 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
     async def prometheus_metrics() -> Response:
         body, content_type = render(metrics.registry)
         return Response(body, media_type=content_type)
+
+    mount_console(app)
 
     # Outermost first: metrics see every answer, including the body limit's 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

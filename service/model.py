@@ -8,7 +8,6 @@ and only then returns, so no response is ever sent for a prediction that is not 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import time
@@ -23,11 +22,11 @@ from torch import Tensor
 from detectors.features import FEATURE_NAMES
 from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline
 from models.card import ModelCard
-from models.imaging import encode_png
 from models.repository import ModelRepository
 from service.batcher import Batcher, WorkItem
 from service.errors import ModelNotReady
 from service.metrics import ServiceMetrics
+from service.saliency import DEFAULT_OTHERS, saliency_maps
 from service.store import Database, new_id
 from service.store import repository as store
 
@@ -42,13 +41,15 @@ class RequestContext:
         request_id: Id of the HTTP request (stored with each row).
         owner: API key id of the caller, None in open mode.
         explain: Add features and CSM to the results.
-        saliency: Add the predicted and runner-up sign maps as PNG base64.
+        saliency: Add the input and the sign maps of the predicted and top other classes.
+        saliency_others: How many other classes' sign maps ``saliency`` adds.
     """
 
     request_id: str
     owner: str | None = None
     explain: bool = False
     saliency: bool = False
+    saliency_others: int = DEFAULT_OTHERS
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class ServedModel:
         results = []
         for item, lo, hi in zip(items, offsets[:-1], offsets[1:], strict=True):
             results.append(
-                [self._result(out, rows[i], i, item.context) for i in range(int(lo), int(hi))]
+                [self._result(out, rows[i], i, item.context, x[i]) for i in range(int(lo), int(hi))]
             )
         return results
 
@@ -216,7 +217,12 @@ class ServedModel:
         }
 
     def _result(
-        self, out: PipelineOutput, row: dict[str, Any], i: int, context: RequestContext
+        self,
+        out: PipelineOutput,
+        row: dict[str, Any],
+        i: int,
+        context: RequestContext,
+        image: Tensor,
     ) -> dict[str, Any]:
         result = {k: row[k] for k in row if k not in ("features", "api_key_id", "request_id")}
         if context.explain:
@@ -226,23 +232,12 @@ class ServedModel:
                 "csm": out.csm[i].astype(float).round(6).tolist(),
             }
         if context.saliency and out.saliency is not None:
-            result["saliency"] = self._saliency(out, i)
+            result["saliency"] = saliency_maps(
+                out,
+                i,
+                image,
+                input_shape=self.card.input_shape,
+                class_names=self.card.class_names,
+                others=context.saliency_others,
+            )
         return result
-
-    def _saliency(self, out: PipelineOutput, i: int) -> dict[str, Any]:
-        assert out.saliency is not None
-        order = np.argsort(-out.probabilities[i])
-        rows = {int(c): r for r, c in enumerate(out.classes[i])}
-        runner_up = int(order[1]) if len(order) > 1 else None
-        maps = {"predicted": self._png(out.saliency[i, rows[int(order[0])]])}
-        if runner_up is not None and runner_up in rows:
-            maps["runner_up"] = self._png(out.saliency[i, rows[runner_up]])
-            maps["runner_up_label"] = runner_up
-        return maps
-
-    def _png(self, flat: np.ndarray) -> str:
-        c, h, w = self.card.input_shape
-        image = torch.from_numpy(np.asarray(flat, dtype=np.float32))
-        image = image.reshape(1, h, w) if image.numel() == h * w else image.reshape(c, h, w)
-        # Sign maps hold -1, 0 and 1: shown as black, mid grey and white.
-        return base64.b64encode(encode_png((image.clamp(-1, 1) + 1) / 2)).decode()
