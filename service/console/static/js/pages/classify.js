@@ -76,7 +76,10 @@ async function classify(file, model, slot) {
     if (timing) timing.textContent = `API ${Math.round(apiMs)} ms · on screen ${Math.round(ctx.timings.drawn)} ms`;
     state.seen.set(pred.id, { pred, ctx });
   } catch (err) {
-    const retrySlot = failed(card, file, err, () => enqueue(file, model, retrySlot));
+    // Each file goes alone, so the server's "image 0" is this file.
+    if (err.message?.startsWith("image 0")) err.message = err.message.replace(/^image 0:?/, `${file.name}:`);
+    const transient = err.status === 0 || err.status === 429 || err.status >= 500;
+    const retrySlot = failed(card, file, err, transient ? () => enqueue(file, model, retrySlot) : null);
   }
 }
 

@@ -58,7 +58,7 @@ async function showSummary(f, gen) {
       h("span", { class: "flag-rate", dataset: { rate: stats.flag_rate ?? "" } }, `Flag rate over the ${label}: `, h("strong", {}, stats.flag_rate === null || stats.flag_rate === undefined ? "–" : percent(stats.flag_rate))),
       ` (${stats.flagged} of ${stats.count}) · `,
       h("span", { class: "alpha" }, alphaText(f.model)),
-      high ? h("span", { class: "warn" }, " · well above alpha: inputs may have drifted or be under attack") : null
+      ...(high ? [h("span", { class: "warn" }, " · well above alpha: inputs may have drifted or be under attack")] : [])
     );
   } catch (err) {
     if (gen === generation) summary.replaceChildren(errorBox(err));
