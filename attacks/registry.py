@@ -65,6 +65,11 @@ ATTACKS: dict[str, AttackSpec] = {
     "rotation": AttackSpec(
         "attacks.corruptions:Rotation", "random rotations up to max_degrees", bounded=False
     ),
+    "corruption": AttackSpec(
+        "attacks.corruptions:Corruption",
+        "a common corruption (noise, blur, contrast, JPEG, ...) at severity 1-5",
+        bounded=False,
+    ),
 }
 
 

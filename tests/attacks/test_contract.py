@@ -18,6 +18,7 @@ FAST = {
     "csa": {"steps": 2},
     "noise": {},
     "rotation": {},
+    "corruption": {"severity": 0},
 }
 EPS = {"linf": 0.1, "l2": 1.0}
 
