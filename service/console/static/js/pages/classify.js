@@ -77,7 +77,7 @@ async function classify(file, model, slot) {
     state.seen.set(pred.id, { pred, ctx });
   } catch (err) {
     // Each file goes alone, so the server's "image 0" is this file.
-    if (err.message?.startsWith("image 0")) err.message = err.message.replace(/^image 0:?/, `${file.name}:`);
+    if (err.message?.startsWith("image 0")) err.message = err.message.replace(/^image 0/, file.name);
     const transient = err.status === 0 || err.status === 429 || err.status >= 500;
     const retrySlot = failed(card, file, err, transient ? () => enqueue(file, model, retrySlot) : null);
   }
