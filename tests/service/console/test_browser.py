@@ -397,3 +397,46 @@ def test_page_keyboard_reachable(page, server: LiveServer) -> None:
         page.keyboard.press("Enter")
     chooser.value.set_files(str(SHOE))
     page.wait_for_selector("#results article.prediction")
+
+
+def test_each_views_p_value_is_shown(page, server: LiveServer, artefacts: Path) -> None:
+    """Multi-view detectors report each view's p-value; the card lists them and marks those
+    below alpha. The fixture's single-LODA detector has no views, so its real answer gets two
+    added (the shape of the API's ``explanation.views``) on the way to the page."""
+    answer = api_predict(server.url, SHOE)
+    views = answer["explanation"].get("views") or {
+        "gga-paper": {"p_value": 0.012, "title": "gradient geometry"},
+        "energy": {"p_value": 0.43, "title": "logit energy"},
+    }
+    answer["explanation"]["views"] = views
+    body = json.dumps({"predictions": [answer]})
+    page.route(
+        "**/v1/models/*/predict*",
+        lambda route: route.fulfill(status=200, content_type="application/json", body=body),
+    )
+    open_console(page, server.url)
+    (card,) = upload(page, SHOE)
+    rows = card.locator("tr.view-row")
+    assert rows.count() == len(views)
+    for name, view in views.items():
+        row = card.locator(f"tr.view-row[data-view='{name}']")
+        assert row.locator(".view-p").inner_text() == f"{view['p_value']:.4f}"
+        below = view["p_value"] < 0.05
+        assert ("below" in row.get_attribute("class").split()) == below
+        assert ("raises the flag" in row.inner_text()) == below
+    shot(page, artefacts, "classify-views")
+
+
+# Lists visible texts under 4.5:1 contrast with their background (WCAG AA, normal text).
+CONTRAST_JS = (Path(__file__).parent / "contrast.js").read_text()
+
+
+def test_text_contrast_meets_wcag_aa(page, server: LiveServer, noise_png: Path) -> None:
+    """Every visible text on a page with a trusted and a noise card has 4.5:1 contrast."""
+    open_console(page, server.url)
+    upload(page, SHOE, noise_png)
+    low = page.evaluate(CONTRAST_JS)
+    assert low == [], low
+    page.click("nav a[data-page=history]")
+    page.wait_for_selector("#history-rows tr")
+    assert page.evaluate(CONTRAST_JS) == []
