@@ -5,6 +5,7 @@ Each test saves a screenshot into the artefacts folder the session prints; the t
 classify test go to ``console-timings.json`` there (docs/console.md quotes them).
 """
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -423,7 +424,9 @@ def test_each_views_p_value_is_shown(page, server: LiveServer, artefacts: Path) 
         assert row.locator(".view-p").inner_text() == f"{view['p_value']:.4f}"
         below = view["p_value"] < 0.05
         assert ("below" in row.get_attribute("class").split()) == below
-        assert ("raises the flag" in row.inner_text()) == below
+        verdict = row.locator(".view-verdict").inner_text()
+        assert verdict.startswith("below alpha") == below
+        assert ("raises the flag" in verdict) == (below and answer["flagged"])
     shot(page, artefacts, "classify-views")
 
 
@@ -440,3 +443,30 @@ def test_text_contrast_meets_wcag_aa(page, server: LiveServer, noise_png: Path) 
     page.click("nav a[data-page=history]")
     page.wait_for_selector("#history-rows tr")
     assert page.evaluate(CONTRAST_JS) == []
+
+
+DROP_AND_PASTE_JS = """
+async ([b64, how]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], how + ".png", { type: "image/png" }));
+  if (how === "pasted") {
+    document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true }));
+  } else {
+    const zone = document.getElementById("dropzone");
+    const init = { dataTransfer: data, bubbles: true, cancelable: true };
+    zone.dispatchEvent(new DragEvent("dragover", init));
+    zone.dispatchEvent(new DragEvent("drop", init));
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("how", ["pasted", "dropped"])
+def test_paste_and_drop_classify(page, server: LiveServer, how: str) -> None:
+    open_console(page, server.url)
+    page.evaluate(DROP_AND_PASTE_JS, [base64.b64encode(SHOE.read_bytes()).decode(), how])
+    card = page.locator("#results article.prediction")
+    card.wait_for()
+    assert f"{how}.png" in card.locator(".card-meta").inner_text()
+    assert card.locator(".card-label").inner_text() == api_predict(server.url, SHOE)["class_name"]

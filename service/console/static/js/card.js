@@ -19,7 +19,7 @@ function stateLine(pred, alpha) {
   );
 }
 
-function viewsTable(views, alpha) {
+function viewsTable(views, alpha, flagged) {
   const entries = Object.entries(views || {});
   if (!entries.length) return null;
   const lowest = Math.min(...entries.map(([, v]) => v.p_value));
@@ -41,7 +41,7 @@ function viewsTable(views, alpha) {
             { class: `view-row${below ? " below" : ""}${v.p_value === lowest ? " lowest" : ""}`, dataset: { view: name } },
             h("th", { scope: "row" }, v.title ? `${v.title} ` : "", h("span", { class: "view-name" }, `(${name})`)),
             h("td", { class: "view-p" }, score(v.p_value)),
-            h("td", {}, below ? "below alpha: raises the flag" : v.p_value === lowest ? "lowest" : "")
+            h("td", { class: "view-verdict" }, below ? (flagged ? "below alpha: raises the flag" : "below alpha on its own") : v.p_value === lowest ? "lowest" : "")
           );
         })
       )
@@ -131,7 +131,7 @@ export function predictionCard(pred, ctx = {}) {
         h("h4", {}, "Trust score"),
         h("p", { class: "big" }, h("span", { class: "card-trust", dataset: { value: pred.trust_score } }, score(pred.trust_score)), alpha !== null ? h("span", { class: "alpha" }, ` alpha ${alpha}`) : null),
         trustScale(pred.trust_score, alpha),
-        viewsTable(pred.explanation?.views, alpha) ||
+        viewsTable(pred.explanation?.views, alpha, pred.flagged) ||
           (pred.explanation ? h("p", { class: "hint no-views" }, "This model's detector reports one fused score (no per-view p-values).") : null)
       )
     ),
