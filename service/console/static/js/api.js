@@ -140,7 +140,12 @@ export function request(method, path, options = {}) {
         return;
       }
       if (contract) {
-        const problems = await checkAnswer(contract, data);
+        let problems;
+        try {
+          problems = await checkAnswer(contract, data);
+        } catch (err) {
+          problems = [`the console could not read its contract.json (${err.message})`];
+        }
         if (problems.length) {
           reject(
             new ApiError({

@@ -12,6 +12,9 @@ function loadContract() {
         return r.json();
       })
       .then((c) => c.responses);
+    contractPromise.catch(() => {
+      contractPromise = null; // try again on the next answer
+    });
   }
   return contractPromise;
 }
