@@ -37,9 +37,13 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """A headless Chromium shared by the session."""
+    """A headless Chromium shared by a module.
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop running in this
+    thread while it is open, and tests of other modules call ``asyncio.run``.
+    """
     if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
         _unavailable(
             f"no Chromium at {CHROMIUM} (apt-get install chromium, or set GGA_TEST_CHROMIUM)"

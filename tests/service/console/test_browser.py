@@ -470,3 +470,29 @@ def test_paste_and_drop_classify(page, server: LiveServer, how: str) -> None:
     card.wait_for()
     assert f"{how}.png" in card.locator(".card-meta").inner_text()
     assert card.locator(".card-label").inner_text() == api_predict(server.url, SHOE)["class_name"]
+
+
+WATCH_STATUS_JS = """
+() => {
+  window.seenStatus = [];
+  new MutationObserver(() => {
+    for (const el of document.querySelectorAll("#results .pending-status, #results progress")) {
+      const text = el.tagName === "PROGRESS" ? "progress" : el.textContent;
+      if (window.seenStatus.at(-1) !== text) window.seenStatus.push(text);
+    }
+  }).observe(document.getElementById("results"), { subtree: true, childList: true,
+                                                     characterData: true });
+}
+"""
+
+
+def test_large_image_shows_progress_then_its_card(page, server: LiveServer, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (1000, 1000), dtype=np.uint8)
+    Image.fromarray(pixels, mode="L").save(big)  # ~1 MB, exactly the server's pixel limit
+    open_console(page, server.url)
+    page.evaluate(WATCH_STATUS_JS)
+    (card,) = upload(page, big)
+    seen = page.evaluate("window.seenStatus")
+    assert "progress" in seen and "Computing the trust score…" in seen, seen
+    assert card.locator(".card-label").inner_text() == api_predict(server.url, big)["class_name"]
