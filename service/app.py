@@ -11,10 +11,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import GGAUserError
 from service.auth import Authenticator
+from service.console import mount_console
 from service.dataplane import DataPlane
 from service.errorlog import ThrottledLog
 from service.errors import InvalidInput, ServiceError
@@ -153,7 +155,9 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
             await asyncio.to_thread(stop)
             await app.state.limiter.close()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load their scripts from the package, not from a CDN.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
         title="gga-serve",
         version="0.1.0",
         description="Image classifiers with a Geometric Gradient Analysis trust score on every "
@@ -194,6 +198,7 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
     app.state.admission = AdmissionControl(
         latency_budget_s=settings.queue_budget_s, floor=2 * settings.max_batch_size
     )
+    mount_console(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         AdmissionMiddleware,

@@ -9,7 +9,6 @@ A row the store refuses fails its own request only: the batch is then stored req
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import itertools
@@ -26,12 +25,12 @@ from torch import Tensor
 from detectors.features import FEATURE_NAMES
 from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline
 from models.card import ModelCard
-from models.imaging import encode_png
 from models.repository import ModelRepository
 from service.batcher import Batcher, WorkItem
 from service.errors import ModelNotReady, StoreRejected, StoreUnavailable
 from service.inference_stats import InferenceStats
 from service.metrics import ServiceMetrics
+from service.saliency import DEFAULT_OTHERS, saliency_maps
 from service.store import Database, new_id
 from service.store import repository as store
 from service.store.errors import is_unavailable
@@ -48,12 +47,14 @@ class RequestContext:
         owner: API key id of the caller, None in open mode.
         explain: Add features and CSM to the results.
         saliency: Add the predicted and runner-up sign maps as PNG base64.
+        saliency_others: How many other classes' sign maps ``saliency`` adds.
     """
 
     request_id: str
     owner: str | None = None
     explain: bool = False
     saliency: bool = False
+    saliency_others: int = DEFAULT_OTHERS
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class _Computed:
     out: PipelineOutput
     rows: list[dict[str, Any]]
     offsets: list[int]
+    inputs: Tensor  # the batch as the model saw it (saliency answers show it)
 
 
 class ServedModel:
@@ -267,7 +269,7 @@ class ServedModel:
             for row in rows[lo:hi]:
                 row["api_key_id"] = item.context.owner
                 row["request_id"] = item.context.request_id
-        return _Computed(out=out, rows=rows, offsets=offsets)
+        return _Computed(out=out, rows=rows, offsets=offsets, inputs=x)
 
     def _persist(self, items: Sequence[WorkItem], computed: _Computed) -> list[Any]:
         """Persist thread: store the batch, then build each request's results (or its error).
@@ -330,7 +332,12 @@ class ServedModel:
             if n in failures:
                 results.append(failures[n])
             else:
-                results.append([self._result(out, rows[i], i, item.context) for i in range(lo, hi)])
+                results.append(
+                    [
+                        self._result(out, rows[i], i, item.context, computed.inputs[i])
+                        for i in range(lo, hi)
+                    ]
+                )
         return results
 
     def _row(self, out: PipelineOutput, i: int, now: dt.datetime) -> dict[str, Any]:
@@ -349,7 +356,12 @@ class ServedModel:
         }
 
     def _result(
-        self, out: PipelineOutput, row: dict[str, Any], i: int, context: RequestContext
+        self,
+        out: PipelineOutput,
+        row: dict[str, Any],
+        i: int,
+        context: RequestContext,
+        image: Tensor,
     ) -> dict[str, Any]:
         result = {k: row[k] for k in row if k not in ("features", "api_key_id", "request_id")}
         if context.explain:
@@ -366,26 +378,15 @@ class ServedModel:
                 "fusion": scorer.fusion.kind,
             }
         if context.saliency and out.saliency is not None:
-            result["saliency"] = self._saliency(out, i)
+            result["saliency"] = saliency_maps(
+                out,
+                i,
+                image,
+                input_shape=self.card.input_shape,
+                class_names=self.card.class_names,
+                others=context.saliency_others,
+            )
         return result
-
-    def _saliency(self, out: PipelineOutput, i: int) -> dict[str, Any]:
-        assert out.saliency is not None
-        order = np.argsort(-out.probabilities[i])
-        rows = {int(c): r for r, c in enumerate(out.classes[i])}
-        runner_up = int(order[1]) if len(order) > 1 else None
-        maps = {"predicted": self._png(out.saliency[i, rows[int(order[0])]])}
-        if runner_up is not None and runner_up in rows:
-            maps["runner_up"] = self._png(out.saliency[i, rows[runner_up]])
-            maps["runner_up_label"] = runner_up
-        return maps
-
-    def _png(self, flat: np.ndarray) -> str:
-        c, h, w = self.card.input_shape
-        image = torch.from_numpy(np.asarray(flat, dtype=np.float32))
-        image = image.reshape(1, h, w) if image.numel() == h * w else image.reshape(c, h, w)
-        # Sign maps hold -1, 0 and 1: shown as black, mid grey and white.
-        return base64.b64encode(encode_png((image.clamp(-1, 1) + 1) / 2)).decode()
 
 
 def _slice(out: PipelineOutput, n: int) -> PipelineOutput:

@@ -63,10 +63,26 @@ class Explanation(BaseModel):
     fusion: str | None = Field(None, description="How the views' p-values were fused.")
 
 
+class SaliencyMap(BaseModel):
+    label: int
+    class_name: str
+    probability: float
+    map: str = Field(description="Sign map of this class, PNG base64 (black -1, grey 0, white +1).")
+
+
 class Saliency(BaseModel):
     predicted: str = Field(description="Sign map of the predicted class, PNG base64 (grey 0.5=0).")
     runner_up: str | None = Field(None, description="Sign map of the second most probable class.")
     runner_up_label: int | None = None
+    input: str | None = Field(
+        None, description="The image as the model saw it (after resizing and colour), PNG base64."
+    )
+    predicted_label: int | None = None
+    others: list[SaliencyMap] = Field(
+        default_factory=list,
+        description="Sign maps of the most probable other classes, most probable first "
+        "(as many as saliency_others asks).",
+    )
 
 
 class PredictionOut(BaseModel):
@@ -149,6 +165,11 @@ class Stats(BaseModel):
     flagged: int
     flag_rate: float | None
     trust_quantiles: dict[str, float] | None
+    latency_quantiles: dict[str, float] | None = Field(
+        None,
+        description="Predict request latency in seconds (p50, p90, p99) since this server "
+        "process started, whatever the window; estimated within Prometheus histogram buckets.",
+    )
 
 
 # -- v2: Open Inference Protocol --------------------------------------------------------------

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 
+from service.latency import predict_latency_quantiles
 from service.model import RequestContext
 from service.protocol.decode import ACCEPTED, check_request_id, read_predict_body
-from service.protocol.deps import CallerDep, DataPlaneDep
+from service.protocol.deps import CallerDep, DataPlaneDep, MetricsDep
 from service.protocol.openapi import body_ref
 from service.protocol.schemas import (
     ErrorV1,
@@ -22,6 +23,7 @@ from service.protocol.schemas import (
     Stats,
     StoredPrediction,
 )
+from service.saliency import DEFAULT_OTHERS
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorV1} for code in (401, 404, 413, 415, 422, 429, 503)
@@ -58,7 +60,12 @@ async def predict(
     dataplane: DataPlaneDep,
     caller: CallerDep,
     explain: Annotated[bool, Query(description="add the ten features and the CSM")] = False,
-    saliency: Annotated[bool, Query(description="add sign maps (PNG base64)")] = False,
+    saliency: Annotated[
+        bool, Query(description="add the model's input and sign maps (PNG base64)")
+    ] = False,
+    saliency_others: Annotated[
+        int, Query(ge=0, le=1000, description="other classes' sign maps with saliency")
+    ] = DEFAULT_OTHERS,
 ) -> Response:
     """Classify images; every prediction comes with a calibrated trust score and an id."""
     model = dataplane.model(name)
@@ -70,6 +77,7 @@ async def predict(
         owner=caller,
         explain=explain,
         saliency=saliency,
+        saliency_others=saliency_others,
     )
     results = await dataplane.predict(name, inputs, context)
     # Serialised here once; returning the model would make FastAPI validate it a second time,
@@ -123,11 +131,14 @@ async def get_model(name: str, dataplane: DataPlaneDep, caller: CallerDep) -> Mo
 async def get_stats(
     dataplane: DataPlaneDep,
     caller: CallerDep,
+    metrics: MetricsDep,
     model: str | None = None,
     window: Annotated[str | None, Query(description="e.g. 15m, 24h, 7d", max_length=16)] = None,
 ) -> Stats:
-    """Counts, flag rate and trust-score quantiles of the caller's predictions."""
-    return Stats.model_validate(await dataplane.stats(caller, model, window))
+    """Counts, flag rate and trust-score quantiles of the caller's predictions; predict latency."""
+    stats = await dataplane.stats(caller, model, window)
+    stats["latency_quantiles"] = predict_latency_quantiles(metrics.registry, model)
+    return Stats.model_validate(stats)
 
 
 def register_v1_endpoints(app: FastAPI) -> None:
