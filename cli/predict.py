@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
                 path,
                 input_shape=card.input_shape,
                 resize=card.preprocessing.resize,
+                resize_mode=card.preprocessing.resize_mode,
             )
             for path in args.images
         ]

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from models.errors import CheckpointError
+from models.errors import CheckpointError, RecipeError
+from models.recipe import Recipe, recipe_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +113,21 @@ def load_checkpoint(path: Path) -> TrainState:
     return TrainState(**{k: payload[k] for k in names})
 
 
-def check_same_run(path: Path, state: TrainState, recipe: dict[str, Any], epochs: int) -> None:
+def check_same_run(path: Path, state: TrainState, recipe: Recipe, epochs: int) -> None:
     """Refuse to resume ``state`` under a different recipe or epoch count.
+
+    The checkpoint's recipe is parsed again, so an option added to gga since the run started
+    (with a default that keeps the old behaviour) does not count as a difference.
 
     Raises:
         CheckpointError: names the first options that differ.
     """
-    if state.recipe != recipe:
-        differ = _differences(state.recipe, recipe)
+    try:
+        saved = recipe_from_dict(state.recipe, f"{path} recipe")
+    except RecipeError as err:
+        raise CheckpointError(f"{path}: its recipe no longer parses ({err})") from err
+    if saved != recipe:
+        differ = _differences(saved.to_dict(), recipe.to_dict())
         raise CheckpointError(
             f"{path} was written by a different recipe ({', '.join(differ[:5])} differ); "
             "resume with the recipe it was started with, or move the checkpoint away to "

@@ -180,7 +180,7 @@ def train(
         if checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path")
         resumed = load_checkpoint(checkpoint)
-        check_same_run(checkpoint, resumed, recipe.to_dict(), n_epochs)
+        check_same_run(checkpoint, resumed, recipe, n_epochs)
 
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)

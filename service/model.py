@@ -196,7 +196,7 @@ class ServedModel:
         results = []
         for item, lo, hi in zip(items, offsets[:-1], offsets[1:], strict=True):
             results.append(
-                [self._result(out, rows[i], i, item.context) for i in range(int(lo), int(hi))]
+                [self._result(out, rows[i], i, item.context, x[i]) for i in range(int(lo), int(hi))]
             )
         return results
 
@@ -216,7 +216,12 @@ class ServedModel:
         }
 
     def _result(
-        self, out: PipelineOutput, row: dict[str, Any], i: int, context: RequestContext
+        self,
+        out: PipelineOutput,
+        row: dict[str, Any],
+        i: int,
+        context: RequestContext,
+        x: torch.Tensor,
     ) -> dict[str, Any]:
         result = {k: row[k] for k in row if k not in ("features", "api_key_id", "request_id")}
         if context.explain:
@@ -226,10 +231,17 @@ class ServedModel:
                 "csm": out.csm[i].astype(float).round(6).tolist(),
             }
         if context.saliency and out.saliency is not None:
-            result["saliency"] = self._saliency(out, i)
+            result["saliency"] = self._saliency(out, i, x)
         return result
 
-    def _saliency(self, out: PipelineOutput, i: int) -> dict[str, Any]:
+    def _saliency(self, out: PipelineOutput, i: int, x: torch.Tensor) -> dict[str, Any]:
+        """The sign maps of the predicted and runner-up classes, and the input they explain.
+
+        The maps are the engine's: one value per pixel, the max over colour channels (the
+        reference's), so they are grey even for a colour model; ``input`` is the image as the
+        model saw it (after conversion and resizing), in colour for a colour model, to lay the
+        maps over.
+        """
         assert out.saliency is not None
         order = np.argsort(-out.probabilities[i])
         rows = {int(c): r for r, c in enumerate(out.classes[i])}
@@ -238,6 +250,7 @@ class ServedModel:
         if runner_up is not None and runner_up in rows:
             maps["runner_up"] = self._png(out.saliency[i, rows[runner_up]])
             maps["runner_up_label"] = runner_up
+        maps["input"] = base64.b64encode(encode_png(x)).decode()
         return maps
 
     def _png(self, flat: np.ndarray) -> str:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from torch import Tensor
 
 from models.errors import ImageError
-from models.imaging import ImageTooLargeError, decode_image
+from models.imaging import ImageTooLargeError, ResizeMode, decode_image
 from service.errors import (
     InvalidImage,
     InvalidInput,
@@ -45,12 +45,14 @@ class InputSpec:
         resize: Resize images of another size (the model card's preprocessing).
         max_images: Most images per request.
         max_pixels: Most pixels per image (checked from the header).
+        resize_mode: How an image of another size is resized (the card's ``resize_mode``).
     """
 
     input_shape: tuple[int, int, int]
     resize: bool
     max_images: int
     max_pixels: int
+    resize_mode: ResizeMode = "stretch"
 
 
 def media_type(request: Request) -> str:
@@ -143,6 +145,7 @@ def decode_images(blobs: list[bytes], spec: InputSpec) -> Tensor:
                     input_shape=spec.input_shape,
                     resize=spec.resize,
                     max_pixels=spec.max_pixels,
+                    resize_mode=spec.resize_mode,
                 )
             )
         except ImageTooLargeError as err:

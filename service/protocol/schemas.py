@@ -54,6 +54,11 @@ class Saliency(BaseModel):
     predicted: str = Field(description="Sign map of the predicted class, PNG base64 (grey 0.5=0).")
     runner_up: str | None = Field(None, description="Sign map of the second most probable class.")
     runner_up_label: int | None = None
+    input: str | None = Field(
+        None,
+        description="The input as the model saw it (converted and resized), PNG base64: "
+        "RGB for a colour model. The maps are one value per pixel (max over colour channels).",
+    )
 
 
 class PredictionOut(BaseModel):

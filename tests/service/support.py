@@ -23,11 +23,14 @@ from detectors.loda import LODA
 from detectors.pipeline import engine_options_dict
 from detectors.trust import TrustScorer
 from models.architectures import build_model
-from models.card import ModelCard
+from models.card import ModelCard, Preprocessing
 from models.data import load_dataset
 from models.repository import save_model_folder
 
 CONFIG = {"widths": [4, 8], "hidden": 16, "dropout": 0.0}
+
+
+COLOUR_CONFIG = {"depth": 8, "widths": [4, 8, 16]}
 
 
 def make_model_folder(root: Path, data_dir: Path, name: str = "fashion-mnist-cnn") -> Path:
@@ -41,9 +44,37 @@ def make_model_folder(root: Path, data_dir: Path, name: str = "fashion-mnist-cnn
     Returns:
         The model folder.
     """
-    train = load_dataset("fashion-mnist", "train", data_dir=data_dir, limit=2048)
+    return _make_folder(root, data_dir, name, "fashion-mnist", "compact-cnn", CONFIG)
+
+
+def make_colour_model_folder(root: Path, data_dir: Path, name: str = "cifar10-tiny") -> Path:
+    """Write ``root/name``: a narrow ResNet-8 briefly trained on real CIFAR-10 colour images,
+    whose card asks for RGB inputs resized by centre crop, with its fitted detector."""
+    return _make_folder(
+        root,
+        data_dir,
+        name,
+        "cifar10",
+        "resnet",
+        COLOUR_CONFIG,
+        Preprocessing(color_mode="RGB", resize=True, resize_mode="center-crop"),
+        fit_on_all=True,
+    )
+
+
+def _make_folder(
+    root: Path,
+    data_dir: Path,
+    name: str,
+    dataset: str,
+    architecture: str,
+    config: dict,
+    preprocessing: Preprocessing | None = None,
+    fit_on_all: bool = False,
+) -> Path:
+    train = load_dataset(dataset, "train", data_dir=data_dir, limit=2048)
     torch.manual_seed(0)
-    model = build_model("compact-cnn", CONFIG)
+    model = build_model(architecture, config)
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     x_all, y_all = train.float(), train.y
@@ -57,11 +88,12 @@ def make_model_folder(root: Path, data_dir: Path, name: str = "fashion-mnist-cnn
     card = ModelCard(
         name=name,
         version="0.0.1-test",
-        architecture="compact-cnn",
-        config=CONFIG,
-        input_shape=(1, 28, 28),
+        architecture=architecture,
+        config=config,
+        input_shape=train.shape,
         class_names=tuple(train.class_names),
-        dataset="fashion-mnist",
+        dataset=dataset,
+        preprocessing=preprocessing or Preprocessing(),
     )
     folder = root / name
     card = save_model_folder(folder, card, model)
@@ -71,6 +103,10 @@ def make_model_folder(root: Path, data_dir: Path, name: str = "fashion-mnist-cnn
     engine = GradientEngine(model, options)
     out = engine(x_all[:160])
     correct = out.predicted == y_all[:160]
+    if fit_on_all:
+        # A few steps leave the colour model near 30% accurate: too few correct inputs to fit
+        # on, so it fits on all 160 (a fixture's detector need only be real, not good).
+        correct = torch.ones_like(correct)
     features = out.features[correct].numpy()
     detector = LODA(projections=20, bins=10, seed=0).fit_features(features[:-40])
     calibrator = ConformalCalibrator(detector.predict_features(features[-40:]))
