@@ -26,11 +26,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
 
 from models.errors import GGAUserError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI starts fast
+    from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +151,12 @@ class ServerProcess:
 
 
 async def _drive(
-    url: str, model: str, pngs: list[bytes], clients: int, max_requests: int, max_seconds: float
+    url: str,
+    model: str,
+    files: list[tuple[str, bytes, str]],
+    clients: int,
+    max_requests: int,
+    max_seconds: float,
 ) -> tuple[list[float], int, int, float]:
     latencies: list[float] = []
     refused = errors = 0
@@ -162,11 +171,11 @@ async def _drive(
         async def worker() -> None:
             nonlocal sent, refused, errors
             while sent < max_requests and time.perf_counter() < stop_at:
-                png = pngs[sent % len(pngs)]
+                upload = files[sent % len(files)]
                 sent += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(path, files={"file": ("x.png", png, "image/png")})
+                    r = await client.post(path, files={"file": upload})
                 except httpx.HTTPError:
                     errors += 1
                     continue
@@ -212,6 +221,23 @@ def offline_throughput(
     return done / (time.perf_counter() - start)
 
 
+def upload_files(x: Tensor, image_format: str) -> list[tuple[str, bytes, str]]:
+    """One multipart upload ``(file name, bytes, media type)`` per image of ``x`` (N, C, H, W).
+
+    Raises:
+        ValueError: an unknown ``image_format``.
+    """
+    from models.imaging import encode_jpeg, encode_png
+
+    if image_format == "auto":
+        image_format = "jpeg" if x.shape[1] == 3 else "png"
+    if image_format == "jpeg":
+        return [(f"{i}.jpg", encode_jpeg(img), "image/jpeg") for i, img in enumerate(x)]
+    if image_format == "png":
+        return [(f"{i}.png", encode_png(img), "image/png") for i, img in enumerate(x)]
+    raise ValueError(f"unknown image format {image_format!r}; use auto, png or jpeg")
+
+
 def split_cpus(pin: bool = True) -> tuple[set[int] | None, set[int] | None]:
     """(server CPUs, load-generator CPUs): the last available core for the clients, the rest
     for the server; ``(None, None)`` when not pinning or with fewer than two cores."""
@@ -233,6 +259,7 @@ def run_benchmark(
     server_env: dict[str, str] | None = None,
     threads: int | None = None,
     pin: bool = True,
+    image_format: str = "auto",
 ) -> list[LevelResult]:
     """Measure the served model at each concurrency level and the offline pipeline beside it.
 
@@ -249,6 +276,8 @@ def run_benchmark(
             comparison fair.
         pin: pin the load generator to the last core and the server and offline run to the
             others (see :func:`split_cpus`).
+        image_format: ``"png"``, ``"jpeg"`` (quality 90), or ``"auto"``: JPEG for a colour
+            model (what a phone sends), PNG for a grey one. One image per request.
 
     Returns:
         One :class:`LevelResult` per level.
@@ -256,7 +285,6 @@ def run_benchmark(
     import torch
 
     from models.data import load_dataset
-    from models.imaging import encode_png
     from models.repository import ModelRepository
 
     # Every request is logged by httpx at INFO; thousands of lines would bury the results.
@@ -271,7 +299,7 @@ def run_benchmark(
     card = ModelRepository(repo).card(model)
     test = load_dataset(card.dataset, "test", data_dir=data_dir, limit=256)
     x = test.float()
-    pngs = [encode_png(img) for img in x]
+    files = upload_files(x, image_format)
     results = []
     with (
         tempfile.TemporaryDirectory(prefix="gga-bench-") as tmp,
@@ -281,7 +309,7 @@ def run_benchmark(
         for clients in levels:
             before = httpx.get(server.url + "/metrics").text
             latencies, refused, errors, seconds = asyncio.run(
-                _drive(server.url, model, pngs, clients, max_requests, max_seconds)
+                _drive(server.url, model, files, clients, max_requests, max_seconds)
             )
             after = httpx.get(server.url + "/metrics").text
             batches = _metric(after, "gga_batch_size_count") - _metric(

@@ -210,15 +210,35 @@ def encode_png(x: Tensor) -> bytes:
     Raises:
         ValueError: other shapes, or NaN values.
     """
+    return _encode(x, "PNG")
+
+
+def encode_jpeg(x: Tensor, quality: int = 90) -> bytes:
+    """Encode an image in [0, 1] as JPEG (as a phone or browser would send a photo).
+
+    Args:
+        x: float tensor (H, W), (1, H, W) grey, or (3, H, W) RGB.
+        quality: JPEG quality, 1 to 95.
+
+    Returns:
+        The JPEG file's bytes.
+
+    Raises:
+        ValueError: other shapes, or NaN values.
+    """
+    return _encode(x, "JPEG", quality=quality)
+
+
+def _encode(x: Tensor, fmt: str, **options: int) -> bytes:
     x = x.detach().cpu()
     if x.dim() == 2:
         x = x.unsqueeze(0)
     if x.dim() != 3 or x.shape[0] not in (1, 3):
-        raise ValueError(f"encode_png takes (H, W), (1, H, W) or (3, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"encode takes (H, W), (1, H, W) or (3, H, W), got {tuple(x.shape)}")
     if torch.isnan(x).any():
-        raise ValueError("encode_png: the image contains NaN")
+        raise ValueError("encode: the image contains NaN")
     pixels = (x.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
     array = pixels[0].numpy() if x.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format=fmt, **options)
     return buffer.getvalue()
