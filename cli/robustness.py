@@ -41,7 +41,8 @@ def parse_budgets(text: str) -> list[tuple[str, float]]:
         try:
             value = float(Fraction(part))
         except (ValueError, ZeroDivisionError):
-            raise GGAUserError(f"--eps: {part!r} is not a number or a fraction like 8/255") from None
+            message = f"--eps: {part!r} is not a number or a fraction like 8/255"
+            raise GGAUserError(message) from None
         if not 0.0 < value <= 1.0:
             raise GGAUserError(f"--eps: {part} is outside (0, 1] (pixels are in [0, 1])")
         budgets.append((part if "/" in part else f"{value:g}", value))
