@@ -39,6 +39,12 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         help="upload format, one image per request (default auto: JPEG for colour models, "
         "PNG for grey ones)",
     )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=300.0,
+        help="seconds the server may take to load and warm up (default 300)",
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=run)
 
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         pin=not args.no_pin,
         image_format=args.image_format,
+        ready_timeout_s=args.ready_timeout,
     )
     server_cpus, client_cpus = split_cpus(not args.no_pin)
     setup = {

@@ -96,7 +96,9 @@ class ServerProcess:
         workdir: Path,
         env: dict[str, str] | None = None,
         cpus: set[int] | None = None,
+        ready_timeout_s: float = 300.0,
     ) -> None:
+        self.ready_timeout_s = ready_timeout_s
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"
@@ -127,7 +129,7 @@ class ServerProcess:
                 # In the child before exec, so every thread torch starts inherits the mask.
                 preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,
             )
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 tail = self.log_path.read_text()[-2000:]
@@ -139,7 +141,12 @@ class ServerProcess:
                 pass
             time.sleep(0.25)
         self.__exit__()
-        raise GGAUserError(f"the server was not ready within 300 s; see {self.log_path}")
+        # The log sits in a temporary folder that is gone once the benchmark exits: quote it.
+        tail = self.log_path.read_text()[-2000:]
+        raise GGAUserError(
+            f"the server was not ready within {self.ready_timeout_s:.0f} s (warm-up tunes the "
+            f"engine per batch size; raise --ready-timeout on a busy machine):\n{tail}"
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -260,6 +267,7 @@ def run_benchmark(
     threads: int | None = None,
     pin: bool = True,
     image_format: str = "auto",
+    ready_timeout_s: float = 300.0,
 ) -> list[LevelResult]:
     """Measure the served model at each concurrency level and the offline pipeline beside it.
 
@@ -278,6 +286,7 @@ def run_benchmark(
             others (see :func:`split_cpus`).
         image_format: ``"png"``, ``"jpeg"`` (quality 90), or ``"auto"``: JPEG for a colour
             model (what a phone sends), PNG for a grey one. One image per request.
+        ready_timeout_s: how long the server may take to load and warm up.
 
     Returns:
         One :class:`LevelResult` per level.
@@ -303,7 +312,9 @@ def run_benchmark(
     results = []
     with (
         tempfile.TemporaryDirectory(prefix="gga-bench-") as tmp,
-        ServerProcess(model, repo, Path(tmp), server_env, cpus=server_cpus) as server,
+        ServerProcess(
+            model, repo, Path(tmp), server_env, cpus=server_cpus, ready_timeout_s=ready_timeout_s
+        ) as server,
         _pinned(client_cpus),
     ):
         for clients in levels:
