@@ -8,6 +8,7 @@ state could drift. The file is written to a temporary name and renamed over the 
 crash mid-write leaves the previous checkpoint intact.
 """
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -117,7 +118,9 @@ def check_same_run(path: Path, state: TrainState, recipe: Recipe, epochs: int) -
     """Refuse to resume ``state`` under a different recipe or epoch count.
 
     The checkpoint's recipe is parsed again, so an option added to gga since the run started
-    (with a default that keeps the old behaviour) does not count as a difference.
+    (with a default that keeps the old behaviour) does not count as a difference. The
+    ``[runtime]`` section (channels_last, compile) may change: it changes how fast the run goes,
+    not what it learns (beyond float rounding).
 
     Raises:
         CheckpointError: names the first options that differ.
@@ -126,7 +129,7 @@ def check_same_run(path: Path, state: TrainState, recipe: Recipe, epochs: int) -
         saved = recipe_from_dict(state.recipe, f"{path} recipe")
     except RecipeError as err:
         raise CheckpointError(f"{path}: its recipe no longer parses ({err})") from err
-    if saved != recipe:
+    if dataclasses.replace(saved, runtime=None) != dataclasses.replace(recipe, runtime=None):
         differ = _differences(saved.to_dict(), recipe.to_dict())
         raise CheckpointError(
             f"{path} was written by a different recipe ({', '.join(differ[:5])} differ); "

@@ -163,6 +163,18 @@ def test_resuming_with_another_recipe_is_refused_and_leaves_the_checkpoint(
             checkpoint=ckpt,
             resume=True,
         )
+    # How it runs may change between sessions (on a copy: resuming rewrites the checkpoint).
+    shutil.copy(ckpt, tmp_path / "copy.pt")
+    other_runtime = recipe_from_dict({**_recipe().to_dict(), "runtime": {"channels_last": False}})
+    result = train(
+        other_runtime,
+        tmp_path / "m",
+        data_dir=shared_data_dir,
+        progress=False,
+        checkpoint=tmp_path / "copy.pt",
+        resume=True,
+    )
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
     with pytest.raises(CheckpointError, match="run of 3 epochs, not 5"):
         train(
             _recipe(),
@@ -184,7 +196,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, shared_data_dir)
     before = _digest(ckpt)
     state = load_checkpoint(ckpt)
     state.history = [{"not": lambda: None}]  # torch.save cannot pickle a lambda: the write fails
-    with pytest.raises(pickle.PicklingError):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # by Python version
         save_checkpoint(ckpt, state)
     assert _digest(ckpt) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
