@@ -175,6 +175,7 @@ def train(
             recipe or epoch count; the checkpoint file is left untouched.
     """
     n_epochs = epochs if epochs is not None else recipe.optim.epochs
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     resumed = None
     if resume:
         if checkpoint is None:
