@@ -123,3 +123,19 @@ def test_explanation_and_saliency_of_a_colour_input(client: TestClient, cifar_te
     np.testing.assert_array_equal(
         np.asarray(seen), (cifar_test.x[0].permute(1, 2, 0)).numpy()
     )  # a 32x32 PNG goes through untouched
+
+
+def test_offline_predict_resizes_a_photo_as_the_service_does(
+    client, colour_repo, cifar_test, tmp_path, capsys
+) -> None:
+    import json
+
+    from cli import main
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(_jpeg(_photo(cifar_test.float()[2])))
+    assert main(["predict", MODEL, str(photo), "--repo", str(colour_repo), "--json"]) == 0
+    offline = json.loads(capsys.readouterr().out)["predictions"][0]
+    served = client.post(PREDICT, **_upload(photo.read_bytes())).json()["predictions"][0]
+    assert offline["label"] == served["label"]
+    np.testing.assert_allclose(offline["probabilities"], served["probabilities"], atol=1e-5)
