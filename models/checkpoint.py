@@ -75,6 +75,7 @@ def save_checkpoint(path: Path, state: TrainState) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from other users
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
