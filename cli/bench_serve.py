@@ -32,6 +32,19 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         help="let clients and server share every core (default: clients on the last core, "
         "server and offline run on the others)",
     )
+    p.add_argument(
+        "--image-format",
+        choices=("auto", "png", "jpeg"),
+        default="auto",
+        help="upload format, one image per request (default auto: JPEG for colour models, "
+        "PNG for grey ones)",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=300.0,
+        help="seconds the server may take to load and warm up (default 300)",
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.set_defaults(func=run)
 
@@ -49,10 +62,13 @@ def run(args: argparse.Namespace) -> int:
         max_seconds=args.seconds,
         threads=args.threads,
         pin=not args.no_pin,
+        image_format=args.image_format,
+        ready_timeout_s=args.ready_timeout,
     )
     server_cpus, client_cpus = split_cpus(not args.no_pin)
     setup = {
         "model": args.model,
+        "image_format": args.image_format,
         "server_cpus": sorted(server_cpus) if server_cpus else "all",
         "client_cpus": sorted(client_cpus) if client_cpus else "all",
         "threads": args.threads or (len(server_cpus) if server_cpus else "torch default"),

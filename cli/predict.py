@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
                 path,
                 input_shape=card.input_shape,
                 resize=card.preprocessing.resize,
+                resize_mode=card.preprocessing.resize_mode,
             )
             for path in args.images
         ]

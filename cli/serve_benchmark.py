@@ -26,11 +26,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
 
 from models.errors import GGAUserError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI starts fast
+    from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +96,9 @@ class ServerProcess:
         workdir: Path,
         env: dict[str, str] | None = None,
         cpus: set[int] | None = None,
+        ready_timeout_s: float = 300.0,
     ) -> None:
+        self.ready_timeout_s = ready_timeout_s
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"
@@ -123,7 +129,7 @@ class ServerProcess:
                 # In the child before exec, so every thread torch starts inherits the mask.
                 preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,
             )
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 tail = self.log_path.read_text()[-2000:]
@@ -135,7 +141,12 @@ class ServerProcess:
                 pass
             time.sleep(0.25)
         self.__exit__()
-        raise GGAUserError(f"the server was not ready within 300 s; see {self.log_path}")
+        # The log sits in a temporary folder that is gone once the benchmark exits: quote it.
+        tail = self.log_path.read_text()[-2000:]
+        raise GGAUserError(
+            f"the server was not ready within {self.ready_timeout_s:.0f} s (warm-up tunes the "
+            f"engine per batch size; raise --ready-timeout on a busy machine):\n{tail}"
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -147,7 +158,12 @@ class ServerProcess:
 
 
 async def _drive(
-    url: str, model: str, pngs: list[bytes], clients: int, max_requests: int, max_seconds: float
+    url: str,
+    model: str,
+    files: list[tuple[str, bytes, str]],
+    clients: int,
+    max_requests: int,
+    max_seconds: float,
 ) -> tuple[list[float], int, int, float]:
     latencies: list[float] = []
     refused = errors = 0
@@ -162,11 +178,11 @@ async def _drive(
         async def worker() -> None:
             nonlocal sent, refused, errors
             while sent < max_requests and time.perf_counter() < stop_at:
-                png = pngs[sent % len(pngs)]
+                upload = files[sent % len(files)]
                 sent += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(path, files={"file": ("x.png", png, "image/png")})
+                    r = await client.post(path, files={"file": upload})
                 except httpx.HTTPError:
                     errors += 1
                     continue
@@ -212,6 +228,23 @@ def offline_throughput(
     return done / (time.perf_counter() - start)
 
 
+def upload_files(x: Tensor, image_format: str) -> list[tuple[str, bytes, str]]:
+    """One multipart upload ``(file name, bytes, media type)`` per image of ``x`` (N, C, H, W).
+
+    Raises:
+        ValueError: an unknown ``image_format``.
+    """
+    from models.imaging import encode_jpeg, encode_png
+
+    if image_format == "auto":
+        image_format = "jpeg" if x.shape[1] == 3 else "png"
+    if image_format == "jpeg":
+        return [(f"{i}.jpg", encode_jpeg(img), "image/jpeg") for i, img in enumerate(x)]
+    if image_format == "png":
+        return [(f"{i}.png", encode_png(img), "image/png") for i, img in enumerate(x)]
+    raise ValueError(f"unknown image format {image_format!r}; use auto, png or jpeg")
+
+
 def split_cpus(pin: bool = True) -> tuple[set[int] | None, set[int] | None]:
     """(server CPUs, load-generator CPUs): the last available core for the clients, the rest
     for the server; ``(None, None)`` when not pinning or with fewer than two cores."""
@@ -233,6 +266,8 @@ def run_benchmark(
     server_env: dict[str, str] | None = None,
     threads: int | None = None,
     pin: bool = True,
+    image_format: str = "auto",
+    ready_timeout_s: float = 300.0,
 ) -> list[LevelResult]:
     """Measure the served model at each concurrency level and the offline pipeline beside it.
 
@@ -249,6 +284,9 @@ def run_benchmark(
             comparison fair.
         pin: pin the load generator to the last core and the server and offline run to the
             others (see :func:`split_cpus`).
+        image_format: ``"png"``, ``"jpeg"`` (quality 90), or ``"auto"``: JPEG for a colour
+            model (what a phone sends), PNG for a grey one. One image per request.
+        ready_timeout_s: how long the server may take to load and warm up.
 
     Returns:
         One :class:`LevelResult` per level.
@@ -256,7 +294,6 @@ def run_benchmark(
     import torch
 
     from models.data import load_dataset
-    from models.imaging import encode_png
     from models.repository import ModelRepository
 
     # Every request is logged by httpx at INFO; thousands of lines would bury the results.
@@ -271,17 +308,19 @@ def run_benchmark(
     card = ModelRepository(repo).card(model)
     test = load_dataset(card.dataset, "test", data_dir=data_dir, limit=256)
     x = test.float()
-    pngs = [encode_png(img) for img in x]
+    files = upload_files(x, image_format)
     results = []
     with (
         tempfile.TemporaryDirectory(prefix="gga-bench-") as tmp,
-        ServerProcess(model, repo, Path(tmp), server_env, cpus=server_cpus) as server,
+        ServerProcess(
+            model, repo, Path(tmp), server_env, cpus=server_cpus, ready_timeout_s=ready_timeout_s
+        ) as server,
         _pinned(client_cpus),
     ):
         for clients in levels:
             before = httpx.get(server.url + "/metrics").text
             latencies, refused, errors, seconds = asyncio.run(
-                _drive(server.url, model, pngs, clients, max_requests, max_seconds)
+                _drive(server.url, model, files, clients, max_requests, max_seconds)
             )
             after = httpx.get(server.url + "/metrics").text
             batches = _metric(after, "gga_batch_size_count") - _metric(

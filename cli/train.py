@@ -1,9 +1,14 @@
-"""``gga train RECIPE``: train a model from a recipe and write its folder."""
+"""``gga train RECIPE``: train a model from a recipe and write its folder.
+
+Every epoch ends with a checkpoint beside the model folder (``<out>.checkpoint.pt``, or
+``--checkpoint FILE``); ``--resume`` continues an interrupted run from it.
+"""
 
 import argparse
 import sys
 from pathlib import Path
 
+from models.errors import CheckpointError
 from models.recipe import load_recipe
 from models.repository import ModelRepository
 
@@ -15,6 +20,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repo", help="repository for --out's default and distillation teachers")
     p.add_argument("--data-dir", help="data sets folder (default: $GGA_DATA_DIR)")
     p.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="checkpoint file written after every epoch (default: <out>.checkpoint.pt)",
+    )
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume", action="store_true", help="continue the run saved in the checkpoint"
+    )
+    resume.add_argument(
+        "--restart",
+        action="store_true",
+        help="start afresh even though a checkpoint exists (it is overwritten after epoch 1)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -25,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     repo = ModelRepository(args.repo)
     out = args.out or repo.root / recipe.name
+    checkpoint = args.checkpoint or out.with_name(out.name + ".checkpoint.pt")
+    if checkpoint.exists() and not (args.resume or args.restart):
+        raise CheckpointError(
+            f"{checkpoint} holds an earlier run of this model: pass --resume to continue it, "
+            "or --restart to train from scratch"
+        )
     result = train(
         recipe,
         out,
@@ -32,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         repo=repo,
         epochs=args.epochs,
         progress=not args.no_progress,
+        checkpoint=checkpoint,
+        resume=args.resume,
     )
     m = result.card.metrics
     sys.stdout.write(

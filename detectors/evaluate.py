@@ -8,8 +8,13 @@ inputs (or independent of them, for out-of-distribution sets):
 - ``rotation``: rotations up to 45 degrees that change the prediction;
 - ``lbfgs``: Szegedy et al.'s L-BFGS attack (successful only; our stand-in for the paper's
   Brendel & Bethge minimal attacks);
-- ``ood_dataset``, ``ood_noise``, ``ood_photos``: the other grey data set, uniform and Gaussian
-  noise images, crops of photos (pooled into the table's OOD column);
+- ``ood_dataset``, ``ood_noise``, ``ood_photos``: the other grey data set (Fashion-MNIST for a
+  CIFAR-10 model), uniform and Gaussian noise images, crops of photos (pooled into the table's
+  OOD column);
+- CIFAR-10 models only: ``ood_mnist`` (MNIST digits as 32x32 RGB) and ``ood_corrupted`` (test
+  images under a common corruption at severity 5, ``attacks.corruptions``, that the model still
+  classifies correctly), pooled into the OOD column too; the corrupted images it gets wrong are
+  reported separately as ``corrupted_wrong`` (a misclassification to catch, not a shift alone);
 - adaptive attacks on GGA: ``tpgd_ce``, ``tpgd_mse`` (targeted PGD, random targets) and ``csa``
   (the cosine-similarity attack), successful only;
 - beyond the paper: ``pgd_linf_min``, PGD l_inf stopped at each input's first successful step.
@@ -50,14 +55,29 @@ TABLE_KINDS: tuple[str, ...] = (
     "ood_dataset",
     "ood_noise",
     "ood_photos",
+    "ood_mnist",
+    "ood_corrupted",
 )
 ADAPTIVE_KINDS: tuple[str, ...] = ("tpgd_ce", "tpgd_mse", "csa")
 # Not in the paper: PGD l_inf that stops each input at its first successful step, so it sits just
-# past the decision boundary (as L-BFGS's minimal perturbations do) rather than deep inside.
-EXTRA_KINDS: tuple[str, ...] = ("pgd_linf_min",)
+# past the decision boundary (as L-BFGS's minimal perturbations do) rather than deep inside;
+# and the corrupted CIFAR-10 images the model gets wrong.
+EXTRA_KINDS: tuple[str, ...] = ("pgd_linf_min", "corrupted_wrong")
+# OOD sets of colour models only: MNIST is in-distribution for an MNIST model, and the common
+# corruptions' severities are CIFAR-10-C's.
+CIFAR_KINDS: tuple[str, ...] = ("ood_mnist", "ood_corrupted", "corrupted_wrong")
 ALL_KINDS: tuple[str, ...] = TABLE_KINDS + ADAPTIVE_KINDS + EXTRA_KINDS
 SLOW_KINDS: tuple[str, ...] = ("lbfgs", "csa")  # capped at ``n_slow`` inputs
-OOD_KINDS: tuple[str, ...] = ("ood_dataset", "ood_noise", "ood_photos")
+OOD_KINDS: tuple[str, ...] = (
+    "ood_dataset",
+    "ood_noise",
+    "ood_photos",
+    "ood_mnist",
+    "ood_corrupted",
+)
+# l_2 budgets where the paper does not use 10 x the l_inf one: CIFAR-10's 0.5 (l_inf 8/255).
+L2_EPS: dict[str, float] = {"cifar10": 0.5}
+CORRUPTION_SEVERITY = 5
 # Table 1 columns: ours -> the paper's closest column (L-BFGS and PGD l_2 stand in for B&B).
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("noise", "noise", "noise"),
@@ -184,7 +204,8 @@ class EvalConfig:
         n_slow: cap for the slow attacks (L-BFGS, CSA).
         seed: seeds every attack and noise source.
         eps_linf: l_inf budget; ``None`` = the data set's (MNIST 0.3, Fashion-MNIST 0.1, CIFAR
-            8/255). ``eps_l2`` defaults to 10 x ``eps_linf`` (the paper's rule).
+            8/255). ``eps_l2`` defaults to the data set's (CIFAR-10: 0.5, the paper's), else 10 x
+            the l_inf budget (the paper's rule for the grey data sets).
         pgd_steps: PGD iterations (the paper: 70, step eps/4).
         csa_steps: CSA iterations (the paper: 100).
         n_baseline_fit: clean training inputs the baselines are fitted/tuned on.
@@ -295,6 +316,18 @@ def _attack_kind(
     raise ValueError(f"{kind} is not an attack kind")
 
 
+def attack_budgets(dataset: str, cfg: EvalConfig) -> dict[str, float]:
+    """The l_inf and l_2 budgets of an evaluation: the config's, else the data set's.
+
+    Returns:
+        ``{"linf": ..., "l2": ...}``: CIFAR-10 8/255 and 0.5 (the paper's), MNIST 0.3 and 3.0,
+        Fashion-MNIST 0.1 and 1.0; an explicit ``eps_linf`` alone gives l_2 = 10 x it.
+    """
+    linf = cfg.eps_linf if cfg.eps_linf is not None else LINF_EPS.get(dataset, 0.1)
+    l2 = L2_EPS.get(dataset, 10 * linf) if cfg.eps_linf is None else 10 * linf
+    return {"linf": linf, "l2": cfg.eps_l2 if cfg.eps_l2 is not None else l2}
+
+
 def make_untrusted(
     kind: str,
     model: nn.Module,
@@ -331,8 +364,12 @@ def make_untrusted(
 
     shape = tuple(x.shape[1:])
     n = len(x)
+    if kind in ("ood_corrupted", "corrupted_wrong"):
+        return _corrupted(kind, model, x, y, cfg, progress)
     if kind in OOD_KINDS:
-        if kind == "ood_dataset":
+        if kind == "ood_mnist":
+            out = other_dataset("mnist", n, shape, data_dir=data_dir, seed=cfg.seed)
+        elif kind == "ood_dataset":
             out = other_dataset(PAIRED_DATASET[dataset], n, shape, data_dir=data_dir, seed=cfg.seed)
         elif kind == "ood_noise":
             half = n // 2
@@ -356,6 +393,28 @@ def make_untrusted(
         kept.append(res.x_adv[res.success] if successful_only else res.x_adv)
     out = torch.cat(kept) if kept else x[:0]
     info = {"n_attempted": len(x), "n_untrusted": len(out), "success_rate": hits / max(len(x), 1)}
+    return out, info
+
+
+def _corrupted(
+    kind: str, model: nn.Module, x: Tensor, y: Tensor, cfg: EvalConfig, progress: bool
+) -> tuple[Tensor, dict[str, Any]]:
+    """Correct test inputs under a random common corruption at the highest severity, split by
+    whether the model still gets them right (``ood_corrupted``) or not (``corrupted_wrong``).
+
+    Both kinds draw the same corruptions (same seed), so together they are one corrupted set.
+    """
+    from attacks.corruptions import Corruption
+
+    attack = Corruption(model, "random", CORRUPTION_SEVERITY, seed=cfg.seed + 7)
+    kept, wrong = [], 0
+    for i in _batches(x, cfg.batch_size, f"corrupt ({kind})", progress):
+        res = attack(x[i : i + cfg.batch_size], y[i : i + cfg.batch_size])
+        wrong += int(res.success.sum())
+        keep = res.success if kind == "corrupted_wrong" else ~res.success
+        kept.append(res.x_adv[keep])
+    out = torch.cat(kept) if kept else x[:0]
+    info = {"n_attempted": len(x), "n_untrusted": len(out), "success_rate": wrong / max(len(x), 1)}
     return out, info
 
 
@@ -442,8 +501,7 @@ def evaluate_model(
         The ``EvalResult``.
     """
     start = time.perf_counter()
-    linf = cfg.eps_linf if cfg.eps_linf is not None else LINF_EPS.get(dataset, 0.1)
-    eps = {"linf": linf, "l2": cfg.eps_l2 if cfg.eps_l2 is not None else 10 * linf}
+    eps = attack_budgets(dataset, cfg)
     x_test, y_test = test[0][: cfg.n], test[1][: cfg.n]
     with torch.no_grad():
         pred = torch.cat([model(x_test[i : i + 256]).argmax(1) for i in range(0, len(x_test), 256)])
@@ -476,6 +534,8 @@ def evaluate_model(
     inputs: dict[str, Tensor] = {"clean": x_pos}
     kinds_info: dict[str, dict[str, Any]] = {}
     for kind in cfg.kinds:
+        if kind in CIFAR_KINDS and dataset != "cifar10":
+            continue
         inputs[kind], kinds_info[kind] = make_untrusted(
             kind, model, x_pos, y_pos, eps, cfg, dataset, data_dir, progress
         )

@@ -24,12 +24,19 @@ class Preprocessing:
     """How a decoded image becomes the model's input.
 
     Attributes:
-        color_mode: PIL mode the image is converted to first ("L" grey or "RGB").
+        color_mode: PIL mode the image is converted to first ("L" grey or "RGB"): a colour
+            image sent to a grey model becomes its BT.601 luma, a grey image sent to a colour
+            model has its one channel repeated to three.
         resize: resize images of another size to the input size (bilinear) instead of refusing them.
+        resize_mode: how an image of another size is resized: ``"stretch"`` scales the whole
+            image to the input size (the aspect ratio is not kept; right for the digit and
+            clothing models, whose users send the object alone), ``"center-crop"`` scales the
+            shorter side to the input size and keeps the centre (a photo keeps its proportions).
     """
 
     color_mode: Literal["L", "RGB"] = "L"
     resize: bool = True
+    resize_mode: Literal["stretch", "center-crop"] = "stretch"
 
 
 @dataclass

@@ -27,3 +27,7 @@ class ImageError(GGAUserError, ValueError):
 
 class RecipeError(GGAUserError, ValueError):
     """A training recipe is missing a field or names an unknown option."""
+
+
+class CheckpointError(GGAUserError, ValueError):
+    """A training checkpoint is missing, corrupt, or belongs to another recipe."""

@@ -8,6 +8,7 @@ and size to what the model takes. ``encode_png`` writes example images and salie
 import io
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ _OTHER_SIGNATURES = (
     (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
     (b"%PDF", "PDF"),
 )
+ResizeMode = Literal["stretch", "center-crop"]
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L"})
 
 
@@ -54,6 +56,32 @@ def _to_mode(im: Image.Image, channels: int) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")  # grey repeated; alpha is dropped
 
 
+def fit_to_size(im: Image.Image, width: int, height: int, mode: ResizeMode) -> Image.Image:
+    """Resize a decoded image to ``width`` x ``height`` as a model card's ``resize_mode`` says.
+
+    Args:
+        im: the image (any size).
+        width: target width.
+        height: target height.
+        mode: ``"stretch"``: scale the whole image (aspect ratio not kept); ``"center-crop"``:
+            cut the largest centred window of the target's aspect ratio, then scale it (a
+            640x480 photo for a 32x32 model loses 80 columns on each side).
+
+    Returns:
+        The resized image (bilinear, antialiased when shrinking, as PIL does).
+    """
+    if mode == "stretch":
+        return im.resize((width, height), Image.Resampling.BILINEAR)
+    if mode != "center-crop":
+        raise ValueError(f"unknown resize mode {mode!r}; expected 'stretch' or 'center-crop'")
+    # Crop first, then scale: scaling with a box would let the filter read past the window.
+    crop_w = min(im.width, max(1, round(im.height * width / height)))
+    crop_h = min(im.height, max(1, round(im.width * height / width)))
+    left, top = (im.width - crop_w) // 2, (im.height - crop_h) // 2
+    window = im.crop((left, top, left + crop_w, top + crop_h))
+    return window.resize((width, height), Image.Resampling.BILINEAR)
+
+
 def decode_image(
     data: bytes,
     *,
@@ -61,17 +89,20 @@ def decode_image(
     resize: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = 1,
+    resize_mode: ResizeMode = "stretch",
 ) -> Tensor:
     """Decode a PNG or JPEG into a model input.
 
     Args:
         data: the encoded file.
-        input_shape: the model's (C, H, W), C = 1 (grey, ITU-R 601 luma) or 3 (RGB).
-        resize: resize an image of another size to (H, W) (bilinear, aspect ratio not kept);
-            if False such an image is refused.
+        input_shape: the model's (C, H, W), C = 1 (grey, ITU-R 601 luma) or 3 (RGB; a grey
+            image has its channel repeated).
+        resize: resize an image of another size to (H, W) (``fit_to_size``); if False such an
+            image is refused.
         max_pixels: largest width x height accepted, checked from the header before decoding.
         min_side: shortest width or height accepted (an image far smaller than the model's input
             holds too little to classify), also checked from the header.
+        resize_mode: ``"stretch"`` or ``"center-crop"`` (the card's ``resize_mode``).
 
     Returns:
         Float tensor (C, H, W) in [0, 1].
@@ -121,7 +152,7 @@ def decode_image(
                         f"image is {width}x{height} but the model takes {w}x{h} (width x height);"
                         " resize it first"
                     )
-                im = im.resize((w, h), Image.Resampling.BILINEAR)
+                im = fit_to_size(im, w, h, resize_mode)
         except ImageError:
             raise
         except (OSError, SyntaxError, ValueError) as err:
@@ -137,6 +168,7 @@ def load_image_file(
     input_shape: tuple[int, int, int],
     resize: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    resize_mode: ResizeMode = "stretch",
 ) -> Tensor:
     """Read and decode an image file (``decode_image`` with the path in every error).
 
@@ -145,6 +177,7 @@ def load_image_file(
         input_shape: the model's (C, H, W).
         resize: resize an image of another size instead of refusing it.
         max_pixels: largest width x height accepted.
+        resize_mode: how it is resized (``decode_image``).
 
     Returns:
         Float tensor (C, H, W) in [0, 1].
@@ -162,7 +195,13 @@ def load_image_file(
     except OSError as err:
         raise ImageError(f"{path}: cannot read ({err.strerror})") from err
     try:
-        return decode_image(data, input_shape=input_shape, resize=resize, max_pixels=max_pixels)
+        return decode_image(
+            data,
+            input_shape=input_shape,
+            resize=resize,
+            max_pixels=max_pixels,
+            resize_mode=resize_mode,
+        )
     except ImageError as err:
         raise type(err)(f"{path}: {err}") from err
 
@@ -179,15 +218,35 @@ def encode_png(x: Tensor) -> bytes:
     Raises:
         ValueError: other shapes, or NaN values.
     """
+    return _encode(x, "PNG")
+
+
+def encode_jpeg(x: Tensor, quality: int = 90) -> bytes:
+    """Encode an image in [0, 1] as JPEG (as a phone or browser would send a photo).
+
+    Args:
+        x: float tensor (H, W), (1, H, W) grey, or (3, H, W) RGB.
+        quality: JPEG quality, 1 to 95.
+
+    Returns:
+        The JPEG file's bytes.
+
+    Raises:
+        ValueError: other shapes, or NaN values.
+    """
+    return _encode(x, "JPEG", quality=quality)
+
+
+def _encode(x: Tensor, fmt: str, **options: int) -> bytes:
     x = x.detach().cpu()
     if x.dim() == 2:
         x = x.unsqueeze(0)
     if x.dim() != 3 or x.shape[0] not in (1, 3):
-        raise ValueError(f"encode_png takes (H, W), (1, H, W) or (3, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"encode takes (H, W), (1, H, W) or (3, H, W), got {tuple(x.shape)}")
     if torch.isnan(x).any():
-        raise ValueError("encode_png: the image contains NaN")
+        raise ValueError("encode: the image contains NaN")
     pixels = (x.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
     array = pixels[0].numpy() if x.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format=fmt, **options)
     return buffer.getvalue()

@@ -33,16 +33,49 @@ class OptimSection:
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 10
-    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    # "onecycle": linear warm-up from 0 to lr over ``peak`` of the run, then linear to 0
+    # (the cyclic schedule of Wong et al.'s fast adversarial training).
+    schedule: Literal["constant", "cosine", "step", "onecycle"] = "cosine"
     step_size: int = 10  # epochs between decays for the "step" schedule
     gamma: float = 0.1
+    peak: float = 0.4  # where the "onecycle" schedule peaks, as a fraction of the run
+    label_smoothing: float = 0.0
     patience: int = 0  # early stopping: epochs without a better validation accuracy (0 = off)
     # "sum" adds the per-example losses of a batch instead of averaging them, as the weight-decay
     # paper's small learning rate (5e-4) assumes; it scales the loss against the weight decay.
     loss_reduction: Literal["mean", "sum"] = "mean"
+
+
+@dataclass(frozen=True)
+class AugmentSection:
+    """Data augmentation of each training batch (the uint8 images, before scaling to [0, 1]).
+
+    Attributes:
+        crop_padding: zero-pad each side by this many pixels, then crop a random window of the
+            original size (He et al.'s CIFAR augmentation uses 4); 0 = off.
+        hflip: mirror each image left-right with probability 1/2.
+    """
+
+    crop_padding: int = 0
+    hflip: bool = False
+
+
+@dataclass(frozen=True)
+class RuntimeSection:
+    """How training runs on this machine; none of it changes what is learned beyond rounding.
+
+    Attributes:
+        channels_last: keep images and convolution weights in NHWC memory order (about twice as
+            fast on CPU for ResNet-20; see docs/training.md).
+        compile: wrap the model in ``torch.compile`` for training.
+    """
+
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,16 +99,29 @@ class DistillationSection:
 
 @dataclass(frozen=True)
 class AdversarialSection:
-    """Adversarial training: FGSM-AT (Goodfellow et al.) or PGD-AT (Madry et al.).
+    """Adversarial training: FGSM-AT (Goodfellow et al.), PGD-AT (Madry et al.) or fast AT.
 
     The loss is ``alpha * CE(x) + (1 - alpha) * CE(x_adv)``; Madry's PGD-AT is ``alpha = 0``.
+    ``"fgsm"`` and ``"pgd"`` craft the inputs in eval mode through ``attacks``; ``"fgsm-rs"``
+    (Wong et al. 2020, "fast is better than free") starts from a uniformly random point of the
+    eps ball and takes one signed step of ``step_size`` (0 = 1.25 eps), in train mode as the
+    paper does, and skips the clean pass when ``alpha = 0``.
+
+    Attributes:
+        select_on: pick the best epoch by ``"clean"`` validation accuracy, or by accuracy under
+            PGD (``select_steps`` steps, random start) on the first ``select_images`` validation
+            images: it catches catastrophic overfitting, where fast AT suddenly loses its
+            robustness to PGD while FGSM accuracy climbs.
     """
 
-    method: Literal["fgsm", "pgd"] = "fgsm"
+    method: Literal["fgsm", "pgd", "fgsm-rs"] = "fgsm"
     eps: float = 0.1
     alpha: float = 0.5
     steps: int = 7
-    step_size: float = 0.0  # 0 = 2.5 * eps / steps (Madry et al.)
+    step_size: float = 0.0  # 0 = 2.5 * eps / steps (Madry et al.); fgsm-rs: 1.25 * eps
+    select_on: Literal["clean", "pgd"] = "clean"
+    select_images: int = 1000
+    select_steps: int = 10
 
 
 @dataclass(frozen=True)
@@ -90,6 +136,8 @@ class Recipe:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
+    augment: AugmentSection | None = None
+    runtime: RuntimeSection | None = None
     vat: VATSection | None = None
     distillation: DistillationSection | None = None
     adversarial: AdversarialSection | None = None
@@ -101,6 +149,8 @@ class Recipe:
 _SECTIONS = {
     "data": DataSection,
     "optim": OptimSection,
+    "augment": AugmentSection,
+    "runtime": RuntimeSection,
     "vat": VATSection,
     "distillation": DistillationSection,
     "adversarial": AdversarialSection,
@@ -129,8 +179,20 @@ def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
     recipe = _build(Recipe, values, source)
     if recipe.optim.optimizer not in ("sgd", "adam"):
         raise RecipeError(f"{source}: optimizer must be 'sgd' or 'adam'")
-    if recipe.adversarial and recipe.adversarial.method not in ("fgsm", "pgd"):
-        raise RecipeError(f"{source}: [adversarial] method must be 'fgsm' or 'pgd'")
+    if recipe.adversarial and recipe.adversarial.method not in ("fgsm", "pgd", "fgsm-rs"):
+        raise RecipeError(f"{source}: [adversarial] method must be 'fgsm', 'pgd' or 'fgsm-rs'")
+    if recipe.adversarial and recipe.adversarial.select_on not in ("clean", "pgd"):
+        raise RecipeError(f"{source}: [adversarial] select_on must be 'clean' or 'pgd'")
+    if recipe.optim.schedule not in ("constant", "cosine", "step", "onecycle"):
+        raise RecipeError(
+            f"{source}: [optim] schedule must be 'constant', 'cosine', 'step' or 'onecycle'"
+        )
+    if not 0.0 < recipe.optim.peak < 1.0:
+        raise RecipeError(f"{source}: [optim] peak must be in (0, 1)")
+    if not 0.0 <= recipe.optim.label_smoothing < 1.0:
+        raise RecipeError(f"{source}: [optim] label_smoothing must be in [0, 1)")
+    if recipe.augment and recipe.augment.crop_padding < 0:
+        raise RecipeError(f"{source}: [augment] crop_padding must be >= 0")
     if not 0.0 <= recipe.data.val_fraction < 1.0:
         raise RecipeError(f"{source}: [data] val_fraction must be in [0, 1)")
     return recipe

@@ -53,7 +53,9 @@ def save_model_folder(folder: Path, card: ModelCard, module: nn.Module) -> Model
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(weights), metadata={"name": card.name, "version": card.version})
+    # One metadata key: safetensors writes its metadata map in hash order, which varies from
+    # process to process, so two keys made the same weights hash differently now and then.
+    save_file(state, str(weights), metadata={"model": f"{card.name} {card.version}"})
     card.weights_sha256 = sha256_file(weights)
     card.created_at = card.created_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     card.save(folder)

@@ -83,6 +83,7 @@ class DataPlane:
             resize=bool(card.preprocessing.resize),
             max_images=self.settings.max_images_per_request,
             max_pixels=self.settings.max_pixels,
+            resize_mode=card.preprocessing.resize_mode,
         )
 
     def model_info(self, name: str) -> dict[str, Any]:
@@ -100,6 +101,7 @@ class DataPlane:
             "preprocessing": {
                 "color_mode": card.preprocessing.color_mode,
                 "resize": card.preprocessing.resize,
+                "resize_mode": card.preprocessing.resize_mode,
             },
             "metrics": card.metrics,
             "description": card.description,

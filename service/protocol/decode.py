@@ -25,7 +25,7 @@ from starlette.requests import Request
 from torch import Tensor
 
 from models.errors import ImageError
-from models.imaging import ImageTooLargeError, decode_image
+from models.imaging import ImageTooLargeError, ResizeMode, decode_image
 from service.errors import (
     InvalidImage,
     InvalidInput,
@@ -78,12 +78,14 @@ class InputSpec:
         resize: Resize images of another size (the model card's preprocessing).
         max_images: Most images per request.
         max_pixels: Most pixels per image (checked from the header).
+        resize_mode: How an image of another size is resized (the card's ``resize_mode``).
     """
 
     input_shape: tuple[int, int, int]
     resize: bool
     max_images: int
     max_pixels: int
+    resize_mode: ResizeMode = "stretch"
 
     @property
     def min_side(self) -> int:
@@ -186,6 +188,7 @@ def decode_images(blobs: list[bytes], spec: InputSpec) -> Tensor:
                     resize=spec.resize,
                     max_pixels=spec.max_pixels,
                     min_side=spec.min_side,
+                    resize_mode=spec.resize_mode,
                 )
             )
         except ImageTooLargeError as err:

@@ -38,3 +38,12 @@ def test_pgd_lowers_accuracy_and_is_recorded(tmp_path, shared_data_dir, capsys):
 def test_unknown_model_is_a_user_error(capsys):
     assert main(["robustness", "no-such-model"]) == 2
     assert "no model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_budgets_can_be_fractions_and_bad_ones_are_user_errors(capsys):
+    from cli.robustness import parse_budgets
+
+    assert parse_budgets("0.3, 8/255") == [("0.3", 0.3), ("8/255", 8 / 255)]
+    for bad in ("eight", "1/0", "0", "2"):
+        assert main(["robustness", "mnist-lenet-low", "--eps", bad]) == 2
+        assert "--eps" in capsys.readouterr().err

@@ -71,6 +71,29 @@ def test_resize_or_refuse_a_wrong_size():
         decode_image(big, input_shape=(1, 28, 28), resize=False)
 
 
+@pytest.mark.parametrize("landscape", [True, False])
+def test_centre_crop_keeps_the_middle_and_stretch_keeps_everything(landscape):
+    # A red square between two blue bands, wide or tall: 96x32 or 32x96.
+    band = np.zeros((32, 32, 3), dtype=np.uint8)
+    band[..., 2] = 255
+    red = np.zeros((32, 32, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    image = np.concatenate([band, red, band], axis=1 if landscape else 0)
+    png = encoded(image, "PNG")
+    crop = decode_image(png, input_shape=(3, 16, 16), resize_mode="center-crop")
+    assert crop.shape == (3, 16, 16)
+    assert torch.allclose(crop[0], torch.ones(16, 16)) and float(crop[2].max()) == 0.0
+    stretch = decode_image(png, input_shape=(3, 16, 16), resize_mode="stretch")
+    bands = stretch[2].mean(dim=0 if landscape else 1)  # blue along the long axis
+    assert float(bands[0]) == 1.0 and float(bands[-1]) == 1.0 and float(bands[8]) == 0.0
+
+
+def test_a_grey_image_becomes_three_equal_channels_and_colour_becomes_luma():
+    grey = decode_image(encoded(GREY, "PNG"), input_shape=(3, 28, 28))
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+    assert torch.equal(grey[0], torch.from_numpy(GREY).float() / 255)
+
+
 def test_truncated_random_and_empty_bytes_are_refused():
     png = encoded(RGB, "PNG")
     with pytest.raises(ImageError, match=r"truncated or corrupt PNG"):

@@ -38,6 +38,14 @@ def test_round_trip_gives_identical_outputs(tmp_path):
     assert not any(p.requires_grad for p in loaded.module.parameters())
 
 
+def test_the_same_weights_always_get_the_same_hash(tmp_path):
+    # The hash names the weights: saving them again (a resumed run, a re-export) must not
+    # change it. safetensors orders its metadata map differently from one call to the next.
+    card, model = _card()
+    hashes = {save_model_folder(tmp_path / f"m{i}", card, model).weights_sha256 for i in range(8)}
+    assert len(hashes) == 1
+
+
 def test_card_json_is_plain_and_complete(tmp_path):
     card, model = _card()
     save_model_folder(tmp_path / "tiny", card, model)

@@ -115,3 +115,21 @@ def service_settings(model_repo: Path, db_path: Path, **overrides):
         **overrides,
     }
     return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(scope="session")
+def colour_repo(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
+    """A model repository holding one small trained CIFAR-10 colour model with its detector."""
+    from tests.service.support import make_colour_model_folder
+
+    root = tmp_path_factory.mktemp("colour-repo")
+    make_colour_model_folder(root, shared_data_dir)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_test(shared_data_dir: Path):
+    """64 CIFAR-10 test images (a ``Dataset``)."""
+    from models.data import load_dataset
+
+    return load_dataset("cifar10", "test", data_dir=shared_data_dir, limit=64)

@@ -19,11 +19,14 @@ import torch
 
 from detectors.fit import FitConfig, fit_trust_scorer
 from models.architectures import build_model
-from models.card import ModelCard
+from models.card import ModelCard, Preprocessing
 from models.data import load_dataset
 from models.repository import save_model_folder
 
 CONFIG = {"widths": [4, 8], "hidden": 16, "dropout": 0.0}
+
+
+COLOUR_CONFIG = {"depth": 8, "widths": [4, 8, 16]}
 
 
 def make_model_folder(root: Path, data_dir: Path, name: str = "fashion-mnist-cnn") -> Path:
@@ -37,9 +40,35 @@ def make_model_folder(root: Path, data_dir: Path, name: str = "fashion-mnist-cnn
     Returns:
         The model folder.
     """
-    train = load_dataset("fashion-mnist", "train", data_dir=data_dir, limit=2048)
+    return _make_folder(root, data_dir, name, "fashion-mnist", "compact-cnn", CONFIG)
+
+
+def make_colour_model_folder(root: Path, data_dir: Path, name: str = "cifar10-tiny") -> Path:
+    """Write ``root/name``: a narrow ResNet-8 briefly trained on real CIFAR-10 colour images,
+    whose card asks for RGB inputs resized by centre crop, with its fitted detector."""
+    return _make_folder(
+        root,
+        data_dir,
+        name,
+        "cifar10",
+        "resnet",
+        COLOUR_CONFIG,
+        Preprocessing(color_mode="RGB", resize=True, resize_mode="center-crop"),
+    )
+
+
+def _make_folder(
+    root: Path,
+    data_dir: Path,
+    name: str,
+    dataset: str,
+    architecture: str,
+    config: dict,
+    preprocessing: Preprocessing | None = None,
+) -> Path:
+    train = load_dataset(dataset, "train", data_dir=data_dir, limit=2048)
     torch.manual_seed(0)
-    model = build_model("compact-cnn", CONFIG)
+    model = build_model(architecture, config)
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     x_all, y_all = train.float(), train.y
@@ -53,11 +82,12 @@ def make_model_folder(root: Path, data_dir: Path, name: str = "fashion-mnist-cnn
     card = ModelCard(
         name=name,
         version="0.0.1-test",
-        architecture="compact-cnn",
-        config=CONFIG,
-        input_shape=(1, 28, 28),
+        architecture=architecture,
+        config=config,
+        input_shape=train.shape,
         class_names=tuple(train.class_names),
-        dataset="fashion-mnist",
+        dataset=dataset,
+        preprocessing=preprocessing or Preprocessing(),
     )
     folder = root / name
     card = save_model_folder(folder, card, model)
@@ -75,7 +105,7 @@ def make_model_folder(root: Path, data_dir: Path, name: str = "fashion-mnist-cnn
         model_name=name,
         weights_sha256=card.weights_sha256,
         config=config,
-        dataset="fashion-mnist",
+        dataset=dataset,
         progress=False,
     ).save(folder)
     return folder

@@ -1,5 +1,6 @@
 """``gga bench serve`` against a real server on loopback: a short run, every number filled in."""
 
+import io
 import json
 import os
 import subprocess
@@ -50,3 +51,26 @@ def test_cli_writes_json_with_its_setup(model_repo, shared_data_dir, tmp_path):
     assert report["setup"]["model"] == "fashion-mnist-cnn"
     assert report["levels"][0]["clients"] == 2 and report["levels"][0]["requests"] > 0
     assert "served/offline" in done.stdout
+
+
+def test_colour_models_are_sent_one_jpeg_per_request(colour_repo, shared_data_dir, cifar_test):
+    from PIL import Image
+
+    from cli.serve_benchmark import upload_files
+
+    x = cifar_test.float()[:4]
+    uploads = upload_files(x, "auto")
+    assert [u[2] for u in uploads] == ["image/jpeg"] * 4
+    assert Image.open(io.BytesIO(uploads[0][1])).format == "JPEG"
+    assert upload_files(x[:, :1], "auto")[0][2] == "image/png"  # grey: PNG
+    with pytest.raises(ValueError, match="unknown image format"):
+        upload_files(x, "gif")
+    results = run_benchmark(
+        model="cifar10-tiny",
+        repo=str(colour_repo),
+        data_dir=str(shared_data_dir),
+        levels=(2,),
+        max_requests=12,
+        max_seconds=2.0,
+    )
+    assert results[0].requests > 0 and results[0].errors == 0
