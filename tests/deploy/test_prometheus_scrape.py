@@ -392,7 +392,7 @@ def test_values_match_what_the_service_answered(scraped: Prometheus, target: Tar
     assert info["value"][1] == "1"
     assert info["metric"]["model"] == MODEL
     assert info["metric"]["version"] == target.predictions[0]["model_version"]
-    assert info["metric"]["detector"] == "loda"
+    assert info["metric"]["detector"] == "multi-view"
     assert info["metric"]["alpha"] == "0.05"
 
 

@@ -125,9 +125,11 @@ def test_models_and_stats(client: TestClient) -> None:
     models = client.get("/v1/models").json()
     assert models["default_model"] == MODEL
     info = models["models"][0]
-    assert (
-        info["ready"] and info["detector"]["kind"] == "loda" and info["detector"]["alpha"] == 0.05
-    )
+    detector = info["detector"]
+    assert info["ready"] and detector["kind"] == "multi-view" and detector["alpha"] == 0.05
+    # The fixture's scorer is fitted by `gga fit`'s own code; it names the views it fuses.
+    assert detector["views"] and set(detector["views"]) <= set(detector["view_titles"])
+    assert detector["fusion"] in {"fisher", "cauchy", "tippett", "logistic", "single"}
     client.post(PREDICT, json={"tensor": np.zeros((2, 1, 28, 28)).tolist()})
     stats = client.get("/v1/stats", params={"model": MODEL, "window": "1h"}).json()
     assert stats["count"] >= 2 and 0 <= stats["flag_rate"] <= 1
@@ -273,7 +275,7 @@ def test_metrics_move(client: TestClient, fmnist_pngs) -> None:
     assert value(after, bad) == value(before, bad) + 1
     n = f'gga_predictions_total{{model="{MODEL}"}}'
     assert value(after, n) == value(before, n) + 2
-    assert f'gga_model_info{{alpha="0.05",detector="loda",model="{MODEL}"' in after
+    assert f'gga_model_info{{alpha="0.05",detector="multi-view",model="{MODEL}"' in after
     assert "gga_queue_capacity" in after and "gga_batch_size_bucket" in after
 
 

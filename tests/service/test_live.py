@@ -8,6 +8,7 @@ import asyncio
 import io
 import os
 import signal
+import re
 import socket
 import threading
 import time
@@ -150,6 +151,29 @@ def test_decoding_does_not_stall_the_event_loop(server: LiveServer) -> None:
     assert order == ["health", "upload"], order
 
 
+
+def read_one_response(sock: socket.socket) -> bytes:
+    """Read exactly one HTTP/1.1 response: the head, then Content-Length bytes of body.
+
+    One recv() may return the head alone (the body follows in a second segment); reading the
+    whole response keeps the next request on the connection aligned with its own answer.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    needed = int(length.group(1)) if length else 0
+    while len(body) < needed:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
 def test_an_idle_keep_alive_connection_is_not_dropped_under_the_client(server: LiveServer) -> None:
     # A client pool (httpx: 5 s, load balancers: 60 s) reuses a connection it believes open.
     # uvicorn's default 5 s keep-alive closed it first: the request sent on it got no answer,
@@ -158,11 +182,11 @@ def test_an_idle_keep_alive_connection_is_not_dropped_under_the_client(server: L
     request = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request)
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert read_one_response(sock).startswith(b"HTTP/1.1 200")
         time.sleep(6.0)  # idle past the old 5 s timeout
         try:
             sock.sendall(request)
-            reply = sock.recv(65536)
+            reply = read_one_response(sock)
         except ConnectionResetError:
             reply = b"reset"
     assert reply.startswith(b"HTTP/1.1 200"), f"reused connection dropped: {reply[:40]!r}"
