@@ -401,20 +401,11 @@ def test_page_keyboard_reachable(page, server: LiveServer) -> None:
 
 
 def test_each_views_p_value_is_shown(page, server: LiveServer, artefacts: Path) -> None:
-    """Multi-view detectors report each view's p-value; the card lists them and marks those
-    below alpha. The fixture's single-LODA detector has no views, so its real answer gets two
-    added (the shape of the API's ``explanation.views``) on the way to the page."""
+    """The fixture's detector is fitted by `gga fit`'s own code: the API reports each view's
+    p-value, and the card lists them all and marks those below alpha."""
     answer = api_predict(server.url, SHOE)
-    views = answer["explanation"].get("views") or {
-        "gga-paper": {"p_value": 0.012, "title": "gradient geometry"},
-        "energy": {"p_value": 0.43, "title": "logit energy"},
-    }
-    answer["explanation"]["views"] = views
-    body = json.dumps({"predictions": [answer]})
-    page.route(
-        "**/v1/models/*/predict*",
-        lambda route: route.fulfill(status=200, content_type="application/json", body=body),
-    )
+    views = answer["explanation"]["views"]
+    assert len(views) >= 2, views
     open_console(page, server.url)
     (card,) = upload(page, SHOE)
     rows = card.locator("tr.view-row")
