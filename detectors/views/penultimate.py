@@ -49,6 +49,7 @@ class MahalanobisView(View):
         self.projection = Projection()
         self.means: np.ndarray | None = None  # (C, D)
         self.precision: np.ndarray | None = None  # (D, D)
+        self._whiten: np.ndarray | None = None  # from the precision, on first use
 
     def _fit(self, z: ViewInputs) -> None:
         h = as_features(_features(z), "penultimate features")
@@ -72,13 +73,28 @@ class MahalanobisView(View):
         precision = LedoitWolf(assume_centered=True).fit(centred).precision_
         self.means = quantize(means, "float32")
         self.precision = quantize(precision, "float32")
+        self._whiten = None
+
+    def _whitening(self) -> np.ndarray:
+        """``W`` with ``W W^T = precision``: then ``d^T P d = |d W|^2``, one matrix product for
+        the batch instead of a quadratic form per input and class (150 ms a batch of 32 with
+        500 features through einsum, against a few ms)."""
+        assert self.precision is not None
+        if self._whiten is None:
+            try:
+                self._whiten = np.linalg.cholesky(self.precision)
+            except np.linalg.LinAlgError:  # float32 storage can cost positive definiteness
+                values, vectors = np.linalg.eigh(self.precision)
+                self._whiten = vectors * np.sqrt(np.clip(values, 0.0, None))
+        return self._whiten
 
     def _score(self, z: ViewInputs) -> np.ndarray:
         assert self.means is not None and self.precision is not None
-        h = self.projection(_features(z))
+        whiten = self._whitening()
+        h = self.projection(_features(z)) @ whiten  # (N, F)
         known = ~np.isnan(self.means[:, 0])
-        d = h[:, None, :] - self.means[None, known, :]  # (N, C', F)
-        dist = np.einsum("ncf,fg,ncg->nc", d, self.precision, d)
+        means = self.means[known] @ whiten  # (C', F)
+        dist = ((h[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)  # (N, C')
         return dist.min(axis=1)
 
     def get_params(self) -> dict[str, Any]:
@@ -141,12 +157,13 @@ class KNNView(View):
             )
         rng = np.random.default_rng(self.seed)
         chosen = np.sort(rng.choice(len(h), size=size, replace=False))
-        self.bank = quantize(_normalise(h[chosen]), "float16")
+        self.bank = quantize(_normalise(h[chosen]), "float16").astype(np.float32)
 
     def _score(self, z: ViewInputs) -> np.ndarray:
         assert self.bank is not None
-        queries = torch.from_numpy(_normalise(_features(z)))
-        bank = torch.from_numpy(self.bank)
+        # float32: the bank holds float16 values, and float64 doubled the product's cost.
+        queries = torch.from_numpy(_normalise(_features(z)).astype(np.float32))
+        bank = torch.from_numpy(np.ascontiguousarray(self.bank, dtype=np.float32))
         # Unit vectors: |q - b|^2 = 2 - 2 q.b, so the k nearest are the k largest dot products.
         dots = queries @ bank.T  # (N, M)
         kth = dots.topk(self.k, dim=1).values[:, -1]
@@ -165,7 +182,7 @@ class KNNView(View):
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Self:
         view = cls(params["k"], params["bank_size"], params["seed"])
-        view.bank = decode_array(params["bank"]).astype(np.float64)
+        view.bank = decode_array(params["bank"]).astype(np.float32)
         if view.bank.ndim != 2 or len(view.bank) <= view.k - 1:
             raise ValueError(f"a bank of shape {view.bank.shape} cannot serve k = {view.k}")
         return fitted_view(view)
