@@ -7,8 +7,8 @@ server is shared by the module and the lifecycle test starts only the two it nee
 import asyncio
 import io
 import os
-import signal
 import re
+import signal
 import socket
 import threading
 import time
@@ -151,7 +151,6 @@ def test_decoding_does_not_stall_the_event_loop(server: LiveServer) -> None:
     assert order == ["health", "upload"], order
 
 
-
 def read_one_response(sock: socket.socket) -> bytes:
     """Read exactly one HTTP/1.1 response: the head, then Content-Length bytes of body.
 
@@ -173,6 +172,7 @@ def read_one_response(sock: socket.socket) -> bytes:
             break
         body += chunk
     return head + b"\r\n\r\n" + body
+
 
 def test_an_idle_keep_alive_connection_is_not_dropped_under_the_client(server: LiveServer) -> None:
     # A client pool (httpx: 5 s, load balancers: 60 s) reuses a connection it believes open.
