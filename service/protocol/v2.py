@@ -27,6 +27,8 @@ from service.protocol.schemas import (
     TensorMetadata,
 )
 from service.protocol.v2_extensions import EXTENSIONS, register_v2_extensions
+from service.protocol.v2_repository import EXTENSIONS as REPOSITORY_EXTENSIONS
+from service.protocol.v2_repository import register_v2_repository
 
 SERVER_NAME = "gga-serve"
 SERVER_VERSION = "0.1.0"
@@ -53,7 +55,9 @@ INFER_BODY = {
 
 async def server_metadata() -> ServerMetadata:
     return ServerMetadata(
-        name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data", *EXTENSIONS]
+        name=SERVER_NAME,
+        version=SERVER_VERSION,
+        extensions=["binary_tensor_data", *EXTENSIONS, *REPOSITORY_EXTENSIONS],
     )
 
 
@@ -222,6 +226,7 @@ def register_v2_endpoints(app: FastAPI) -> None:
     router.add_api_route("/health/live", live, methods=["GET"])
     router.add_api_route("/health/ready", ready, methods=["GET"])
     register_v2_extensions(router)  # before /models/{name}: /models/stats is not a model
+    register_v2_repository(router)
     router.add_api_route("/models/{name}", model_metadata, methods=["GET"])
     router.add_api_route("/models/{name}/ready", model_ready, methods=["GET"])
     router.add_api_route(
