@@ -156,8 +156,16 @@ class ModelRepository:
             raise ModelNotFoundError(f"model repository {self.root} does not exist")
 
     def names(self) -> list[str]:
-        """Names of the model folders (those holding a card), sorted."""
-        return sorted(p.name for p in self.root.iterdir() if (p / CARD_FILE).is_file())
+        """Names of the model folders (those holding a card), sorted.
+
+        Hidden folders are left out: ``gga import`` writes a folder under a hidden name and
+        renames it into place when complete.
+        """
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if not p.name.startswith(".") and (p / CARD_FILE).is_file()
+        )
 
     def path(self, name: str) -> Path:
         folder = self.root / name

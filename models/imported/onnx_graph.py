@@ -170,11 +170,16 @@ def where_to_predict(path: Path, module: nn.Module, x: torch.Tensor) -> dict[str
     Every prediction also needs its input gradients, which only the converted graph gives, and
     its forward pass computes the logits on the way: serving the logits from onnxruntime would
     add a second forward to every batch, saving nothing. The timings are recorded so the card
-    shows what that second forward would cost.
+    shows what that second forward would cost; both run on one thread, so the figures compare the
+    kernels rather than two thread pools fighting over shared cores.
     """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     name = session.get_inputs()[0].name
     feed = {name: x.numpy().astype(np.float32)}
 
@@ -187,13 +192,19 @@ def where_to_predict(path: Path, module: nn.Module, x: torch.Tensor) -> dict[str
             times.append(time.perf_counter() - start)
         return round(float(np.median(times)) * 1e3, 3)
 
-    with torch.no_grad():
-        torch_ms = median_ms(lambda: module(x))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            torch_ms = median_ms(lambda: module(x))
+    finally:
+        torch.set_num_threads(threads)
     ort_ms = median_ms(lambda: session.run(None, feed))
     return {
         "predictions": "torch (the onnx2torch graph)",
         "why": "the gradient engine's forward on the converted graph yields the logits; "
         "onnxruntime would add its own forward to every batch",
         "batch": len(x),
+        "threads": 1,
         "forward_ms": {"torch": torch_ms, "onnxruntime": ort_ms},
     }
