@@ -100,19 +100,46 @@ def test_import_fit_load_and_predict_without_a_restart(server, repo, user_model,
          "--labels", str(user_model["labels"]), "--mean", str(MEAN), "--std", str(STD)]
     ) == 0  # fmt: skip
     assert _states(client) == {SERVED: "READY", USER: "UNAVAILABLE"}
-    from tritonclient.utils import InferenceServerException
-
-    with pytest.raises(InferenceServerException, match=r"detector\.json"):
-        client.load_model(USER)  # not fitted yet: a clear refusal, and nothing is served
-    fit = ["fit", USER, "--data", str(user_model["images"]), "--repo", str(repo)]
-    assert main([*fit, *FIT_ARGS]) == 0
-
-    client.load_model(USER)
-    assert _states(client) == {SERVED: "READY", USER: "READY"}
-    assert client.is_model_ready(USER)
     x = fmnist_test.float()[:6]
     with torch.no_grad():
         expected = user_model["net"](x).argmax(1).tolist()
+
+    client.load_model(USER)  # not fitted yet: served without a trust score, and says so
+    assert _states(client)[USER] == "READY"
+    plain = _predict(server.url, USER, encode_png(x[0]))
+    assert plain.status_code == 200, plain.text
+    first = plain.json()["predictions"][0]
+    assert first["label"] == expected[0]
+    assert first["trust_score"] is None and first["flagged"] is False
+    stored = httpx.get(f"{server.url}/v1/predictions/{first['id']}", timeout=10).json()
+    assert stored["trust_score"] is None
+    stats = httpx.get(f"{server.url}/v1/stats", params={"model": USER}, timeout=10).json()
+    assert stats["count"] == 1 and stats["trust_quantiles"] is None
+    info = httpx.get(f"{server.url}/v1/models/{USER}", timeout=10).json()
+    assert info["detector"] is None and "gga fit" in info["warnings"][0]
+    meta = client.get_model_metadata(USER)
+    assert "gga fit" in meta["parameters"]["warnings"][0]
+    assert {o["name"] for o in meta["outputs"]} == {"probabilities", "label", "prediction_id"}
+    import tritonclient.http as triton
+
+    image = triton.InferInput("image", [2, 1, 28, 28], "FP32")
+    image.set_data_from_numpy(x[:2].numpy())
+    result = client.infer(USER, [image])
+    assert result.as_numpy("label").tolist() == expected[:2]
+    assert result.as_numpy("trust_score") is None
+    asked = {
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                    "data": x[0].flatten().tolist()}],
+        "outputs": [{"name": "trust_score"}],
+    }  # fmt: skip
+    refused = httpx.post(f"{server.url}/v2/models/{USER}/infer", json=asked, timeout=30)
+    assert refused.status_code == 422 and "no trust detector" in refused.text
+    fit = ["fit", USER, "--data", str(user_model["images"]), "--repo", str(repo)]
+    assert main([*fit, *FIT_ARGS]) == 0
+
+    client.load_model(USER)  # fitted now: the reload brings its detector, warmed up
+    assert _states(client) == {SERVED: "READY", USER: "READY"}
+    assert client.is_model_ready(USER)
     answers = [_predict(server.url, USER, encode_png(img)) for img in x]
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
     predictions = [r.json()["predictions"][0] for r in answers]
@@ -120,8 +147,7 @@ def test_import_fit_load_and_predict_without_a_restart(server, repo, user_model,
     assert all(0 < p["trust_score"] <= 1 for p in predictions)
     meta = httpx.get(f"{server.url}/v1/models/{USER}", timeout=10).json()
     assert meta["architecture"] == "imported" and meta["detector"] is not None
-
-    import tritonclient.http as triton
+    assert meta["warnings"] == []
 
     image = triton.InferInput("image", [4, 1, 28, 28], "FP32")
     image.set_data_from_numpy(x[:4].numpy())
