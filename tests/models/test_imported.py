@@ -3,6 +3,7 @@ fitted on an image folder and compared with the module it came from; and every f
 
 import hashlib
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -320,3 +321,23 @@ def test_fit_refuses_too_few_images_and_foreign_class_folders(files, labels, ima
     before = _snapshot(repo)
     assert main(["fit", "user-net", "--data", str(few), "--repo", str(repo)]) == 2
     assert _snapshot(repo) == before
+
+
+def test_fit_data_may_be_the_readers_tarball(files, labels, images, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    assert main(_import_args(files["onnx"], "user-net", repo, labels)) == 0
+    card = ModelRepository(repo).card("user-net")
+    archive = tmp_path / "mine.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for folder in sorted(images.iterdir()):
+            for png in sorted(folder.iterdir())[:12]:
+                tar.add(png, arcname=f"mine/train/{folder.name}/{png.name}")
+    from models.data.labelled import read_labelled_images
+
+    data = read_labelled_images(archive, card.class_names, card.input_shape)
+    assert len(data) == 120 and data.class_counts() == [12] * 10
+    assert data.shape == INPUT_SHAPE and data.class_names == card.class_names
+    folder = read_labelled_images(images, card.class_names, card.input_shape)
+    first = sorted((images / card.class_names[0]).iterdir())[0]
+    assert torch.equal(data.x[0], folder.x[0]) and first.suffix == ".png"
