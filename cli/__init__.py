@@ -35,7 +35,6 @@ USER_ERROR_EXIT = 2
 # install lacks them, and a command that needs one says how to get it.
 EXTRA_OF_MODULE: dict[str, str] = {
     "onnx": "train",
-    "onnx2torch": "import",
     "onnxscript": "train",
     "scipy": "train",
     "matplotlib": "eval",

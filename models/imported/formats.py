@@ -96,7 +96,14 @@ def _describe_checkpoint(path: Path) -> str:
 
 
 def _looks_like_onnx(path: Path) -> bool:
-    import onnx
+    try:
+        import onnx
+    except ImportError as err:
+        raise ModelImportError(
+            f"{path}: not a torch.export, TorchScript or pickle file; telling whether it is ONNX "
+            "needs the [import] extra: pip install -c constraints.txt 'gga-serve[import]' && "
+            "pip install --no-deps -c constraints.txt onnx2torch"
+        ) from err
 
     try:
         model = onnx.load(str(path), load_external_data=False)
