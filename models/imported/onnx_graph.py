@@ -144,12 +144,31 @@ def convert_onnx(path: Path) -> nn.Module:
 
 
 def onnxruntime_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    """The graph's first output under onnxruntime (CPU)."""
+    """The graph's first output under onnxruntime (CPU).
+
+    A graph exported with a fixed batch size (often 1) is run on chunks of that size; a last
+    chunk that would not fill it is left out, so the result may have fewer rows than ``x``.
+
+    Raises:
+        ModelImportError: onnxruntime refuses the graph or the input.
+    """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return session.run(None, {name: x.astype(np.float32)})[0]
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        graph_input = session.get_inputs()[0]
+        batch = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else len(x)
+        batch = max(1, min(batch, len(x)))
+        chunks = [
+            session.run(None, {graph_input.name: x[i : i + batch].astype(np.float32)})[0]
+            for i in range(0, len(x) - batch + 1, batch)
+        ]
+    except Exception as err:  # onnxruntime's own exception types
+        raise ModelImportError(
+            f"{path}: onnxruntime cannot run the graph on {x.shape} inputs "
+            f"({type(err).__name__}: {str(err)[:300]})"
+        ) from err
+    return np.concatenate(chunks)
 
 
 def check_onnx_parity(path: Path, module: nn.Module, x: torch.Tensor) -> OnnxParity:
@@ -157,6 +176,7 @@ def check_onnx_parity(path: Path, module: nn.Module, x: torch.Tensor) -> OnnxPar
     with torch.no_grad():
         expected = module(x).numpy()
     got = onnxruntime_logits(path, x.numpy())
+    expected = expected[: len(got)]  # a fixed-batch graph may leave a last partial chunk out
     return OnnxParity(
         max_abs_diff=float(np.abs(expected - got).max()),
         same_argmax=float((expected.argmax(1) == got.argmax(1)).mean()),
@@ -180,8 +200,10 @@ def where_to_predict(path: Path, module: nn.Module, x: torch.Tensor) -> dict[str
     session = ort.InferenceSession(
         str(path), sess_options=options, providers=["CPUExecutionProvider"]
     )
-    name = session.get_inputs()[0].name
-    feed = {name: x.numpy().astype(np.float32)}
+    graph_input = session.get_inputs()[0]
+    if isinstance(graph_input.shape[0], int):
+        x = x[: graph_input.shape[0]]  # a graph exported with a fixed batch size
+    feed = {graph_input.name: x.numpy().astype(np.float32)}
 
     def median_ms(fn) -> float:
         fn()

@@ -341,3 +341,16 @@ def test_fit_data_may_be_the_readers_tarball(files, labels, images, tmp_path):
     folder = read_labelled_images(images, card.class_names, card.input_shape)
     first = sorted((images / card.class_names[0]).iterdir())[0]
     assert torch.equal(data.x[0], folder.x[0]) and first.suffix == ".png"
+
+
+def test_an_onnx_exported_with_a_fixed_batch_size_serves_any_batch(net, tmp_path):
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(
+        net, (torch.rand(1, *INPUT_SHAPE),), str(path), input_names=["input"], dynamo=False
+    )  # batch axis fixed at 1, as many exporters leave it
+    card = import_model(path, tmp_path, ImportOptions(name="fixed"))
+    assert card.config["onnx"]["parity"]["max_abs_diff"] <= 1e-4
+    loaded = ModelRepository(tmp_path).load("fixed")
+    x = torch.rand(7, *INPUT_SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x), net(x), atol=1e-5, rtol=1e-5)
