@@ -44,6 +44,11 @@ COPY cli ./cli
 # at the versions CI tests (constraints.txt): the code and models/zoo land in site-packages.
 RUN pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
     && python -c "import torch; from cli import build_parser; build_parser()"
+# EXTRAS=import serves imported ONNX models (`gga import`, docs/models.md): onnx from the extra,
+# and onnx2torch without its declared dependencies, whose torchvision would pull a second torch.
+# (torch.export and TorchScript imports need neither.)
+RUN case ",${EXTRAS}," in *,import,*) \
+      pip install --no-cache-dir --no-deps -c constraints.txt onnx2torch ;; esac
 
 # ---- runtime: the virtual environment and nothing else ----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "predict",
     "train",
     "export",
+    "import_cmd",
     "attack",
     "robustness",
     "serve",

@@ -1,7 +1,13 @@
-"""``gga fit MODEL``: fit the model's multi-view trust scorer and write detector.json."""
+"""``gga fit MODEL``: fit the model's multi-view trust scorer and write detector.json.
+
+With ``--data DIR`` the images are the user's own (a folder of class folders, or the image-folder
+tarball): the form for an imported model (``gga import``), whose data set the project does not
+know. They are split with the seed into the fit, tuning and calibration parts.
+"""
 
 import argparse
 import sys
+from pathlib import Path
 
 from detectors.calibration import DEFAULT_ALPHA
 from detectors.fit import RESCALE_CHOICES
@@ -62,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, views and attacks")
     p.add_argument("--batch-size", type=int, default=128, help="inputs per engine call")
     p.add_argument("--data-dir", help="data set folder (default $GGA_DATA_DIR)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="your own labelled images instead of the card's data set: a folder with one "
+        "sub-folder per class (named as the card's classes), or a .tar.gz of train/<class>/*",
+    )
     p.add_argument("--repo", help="model repository folder")
     p.set_defaults(func=run)
 
@@ -91,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     )
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card
+    if args.data is not None:
+        return _fit_on_user_images(args, config, loaded)
     train = load_dataset(card.dataset, "train", data_dir=args.data_dir)
     held_out = held_out_indices(card.recipe, train.y)
     if held_out is None:
@@ -109,15 +123,49 @@ def run(args: argparse.Namespace) -> int:
         dataset=card.dataset,
         held_out=held_out,
     )
-    path = scorer.save(loaded.path)
+    _report(card.name, scorer, scorer.save(loaded.path))
+    return 0
+
+
+def _fit_on_user_images(args: argparse.Namespace, config, loaded) -> int:
+    from detectors.fit import fit_trust_scorer, part_accuracies
+    from models.data.labelled import read_labelled_images
+
+    card = loaded.card
+    data = read_labelled_images(
+        args.data, card.class_names, card.input_shape, resize=card.preprocessing.resize
+    )
+    x, y = data.float(), data.y
+    accuracy = part_accuracies(loaded.module, x, y, config)
+    sys.stdout.write(
+        f"{card.name}: {len(x)} labelled images from {args.data}; accuracy "
+        + ", ".join(f"{part} {100 * a:.1f}%" for part, a in accuracy.items())
+        + "\n"
+    )
+    scorer = fit_trust_scorer(
+        loaded.module,
+        x,
+        y,
+        model_name=card.name,
+        weights_sha256=card.weights_sha256,
+        config=config,
+        dataset=f"user images ({args.data.name})",
+    )
+    scorer.provenance["accuracy"] = accuracy
+    card.metrics = {**card.metrics, "user_data_accuracy": accuracy}
+    card.save(loaded.path)
+    _report(card.name, scorer, scorer.save(loaded.path))
+    return 0
+
+
+def _report(name: str, scorer, path) -> None:
     p = scorer.provenance
     fusion = p["choices"]["fusion"]
     sys.stdout.write(
-        f"{card.name}: views {','.join(scorer.view_names)} fused by {fusion['chosen']} "
+        f"{name}: views {','.join(scorer.view_names)} fused by {fusion['chosen']} "
         f"(left-out-kind AUROC {fusion['scores'][fusion['chosen']]:.3f}; logits "
         f"{'rescaled' if p['choices']['rescale_logits']['chosen'] else 'not rescaled'}); "
         f"views fitted on {p['n_fit']} images, calibrated on {p['n_cal']} "
         f"({p['calibration_inputs']}) in {p['seconds']:.0f} s; alpha {scorer.alpha}; "
         f"wrote {path}\n"
     )
-    return 0

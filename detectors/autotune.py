@@ -2,6 +2,8 @@
 
 The winner depends on the model, the device and the batch size (replication wins at batch 1 on a
 small CPU model, the vmapped backward at larger batches), so it is measured rather than guessed.
+A candidate that fails on the model (``vmap`` over an operator it has no batching rule for, in a
+graph converted from ONNX, say) is left out with a log line: requests never meet its failure.
 One ``AutoTuner`` serves one engine (one model on one device); batch sizes are grouped in
 power-of-two buckets. The cache is the only shared mutable state of an engine, behind a lock.
 """
@@ -47,16 +49,17 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> f
 
 
 def time_round_robin(
-    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warm: bool = True
 ) -> dict[str, float]:
     """Median wall time in seconds of each function, timed in interleaved rounds.
 
-    Each function runs once untimed, then ``repeats`` rounds time every function once in turn,
-    so a burst of load from other processes hits all of them alike and their ratios hold up
-    better than with back-to-back blocks.
+    Each function runs once untimed (unless ``warm`` is False: the caller just ran each), then
+    ``repeats`` rounds time every function once in turn, so a burst of load from other processes
+    hits all of them alike and their ratios hold up better than with back-to-back blocks.
     """
-    for fn in fns.values():
-        fn()
+    if warm:
+        for fn in fns.values():
+            fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(max(1, repeats)):
         for name, fn in fns.items():
@@ -113,15 +116,16 @@ class AutoTuner:
 
         Raises:
             ValueError: no candidates.
+            RuntimeError: every candidate failed on this model (the errors are in the message).
         """
         if not candidates:
             raise ValueError("no strategy to tune: give at least one candidate")
         with self._lock:
             if bucket in self._choices:
                 return self._choices[bucket]
-            fns = {name: (lambda name=name: run(name)) for name in candidates}
-            timings = time_round_robin(fns, self.device, self.repeats)
-            best = min(candidates, key=lambda name: timings[name])
+            fns = self._working({name: (lambda name=name: run(name)) for name in candidates})
+            timings = time_round_robin(fns, self.device, self.repeats, warm=False)
+            best = min(fns, key=lambda name: timings[name])
             self._choices[bucket] = best
             self._timings[bucket] = timings
         logger.info(
@@ -133,3 +137,23 @@ class AutoTuner:
             ", ".join(f"{n} {t * 1e3:.2f} ms" for n, t in timings.items()),
         )
         return best
+
+    def _working(self, fns: dict[str, Callable[[], object]]) -> dict[str, Callable[[], object]]:
+        """The candidates that run on this model (each run once: the untimed first run)."""
+        working, errors = {}, {}
+        for name, fn in fns.items():
+            try:
+                fn()
+            except Exception as err:  # any failure rules the strategy out
+                errors[name] = f"{type(err).__name__}: {str(err)[:200]}"
+                logger.warning(
+                    "gradient strategy %s fails on %s and is skipped: %s",
+                    name,
+                    self.label,
+                    errors[name],
+                )
+            else:
+                working[name] = fn
+        if not working:
+            raise RuntimeError(f"every gradient strategy fails on {self.label}: {errors}")
+        return working

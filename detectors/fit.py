@@ -208,6 +208,36 @@ def fit_splits(
     return FitSplits(fit=fit, view_cal=view_cal, tune=tune, cal=cal, sources=sources)
 
 
+def part_accuracies(
+    model: nn.Module, x: Tensor, y: Tensor, config: FitConfig, held_out: Tensor | None = None
+) -> dict[str, float]:
+    """The model's accuracy on all of ``x`` and on each part ``fit_splits`` will draw.
+
+    Args:
+        model: the classifier (eval mode).
+        x: inputs (N, C, H, W) in [0, 1].
+        y: labels (N,).
+        config: the fit's sizes and seed (the same parts as ``fit_trust_scorer`` draws).
+        held_out: as for ``fit_trust_scorer``.
+
+    Returns:
+        ``{"all": ..., "fit": ..., "view_cal": ..., "tune": ..., "cal": ...}``, fractions.
+    """
+    with torch.no_grad():
+        predicted = torch.cat(
+            [
+                model(x[i : i + config.batch_size]).argmax(1)
+                for i in range(0, len(x), config.batch_size)
+            ]
+        )
+    correct = (predicted == y).float()
+    parts = fit_splits(len(x), held_out, config).parts()
+    return {
+        "all": round(float(correct.mean()), 4),
+        **{part: round(float(correct[idx].mean()), 4) for part, idx in parts.items()},
+    }
+
+
 def _make_view(name: str, config: FitConfig, channels: int) -> View:
     if name == GGAPaperView.name:
         bins = config.bins or (100 if channels == 1 else 500)

@@ -61,8 +61,8 @@ class PipelineOutput:
     Attributes:
         probabilities: (B, C) float32 softmax probabilities.
         labels: (B,) int64 predicted classes.
-        trust: (B,) float64 trust scores in (0, 1] (conformal p-values).
-        flagged: (B,) bool, trust below the scorer's alpha.
+        trust: (B,) float64 trust scores in (0, 1] (conformal p-values); NaN without a scorer.
+        flagged: (B,) bool, trust below the scorer's alpha (never, without a scorer).
         features: (B, 10) float32 GGA features, ``FEATURE_NAMES`` order.
         csm: (B, K, K) float32 cosine similarity matrices (K = C, or top-N).
         classes: (B, K) int64 the class of each CSM row.
@@ -89,6 +89,8 @@ class GGAPipeline:
     Args:
         model: the classifier (eval mode, parameters frozen), taking [0, 1] pixels.
         scorer: its fitted trust scorer; the engine uses the options it was fitted with.
+            ``None`` for a model without a fitted detector: labels, probabilities and CSMs are
+            computed (default engine options) and the trust score is NaN, never flagged.
         device: where the engine runs (default: CPU, or the model's device).
 
     Raises:
@@ -96,9 +98,12 @@ class GGAPipeline:
     """
 
     def __init__(
-        self, model: nn.Module, scorer: TrustScorer, device: torch.device | str | None = None
+        self,
+        model: nn.Module,
+        scorer: TrustScorer | None,
+        device: torch.device | str | None = None,
     ) -> None:
-        if scorer.needs_penultimate and not has_penultimate(model):
+        if scorer is not None and scorer.needs_penultimate and not has_penultimate(model):
             needing = [n for n, v in scorer.views.items() if v.needs_penultimate]
             raise DetectorFileError(
                 f"detector.json of {scorer.model_name!r} uses views {needing} that need "
@@ -108,12 +113,13 @@ class GGAPipeline:
         limit_blas_threads()
         self.model = model
         self.scorer = scorer
-        self.options = EngineOptions(**scorer.engine_options)
+        self.options = EngineOptions(**scorer.engine_options) if scorer else EngineOptions()
         self.engine = GradientEngine(model, self.options, device=device)
 
     @property
-    def alpha(self) -> float:
-        return self.scorer.alpha
+    def alpha(self) -> float | None:
+        """The scorer's flag threshold; ``None`` without a scorer."""
+        return self.scorer.alpha if self.scorer is not None else None
 
     def warmup(
         self, input_shape: tuple[int, int, int], batch_sizes: tuple[int, ...] = (1, 8, 32)
@@ -135,18 +141,23 @@ class GGAPipeline:
         out = self.engine(x)
         seconds = time.perf_counter() - start
         inputs = view_inputs(out)
-        result = self.scorer.evaluate(inputs)
+        if self.scorer is None:
+            n = len(inputs.predicted)
+            trust, flagged, views = np.full(n, np.nan), np.zeros(n, dtype=bool), {}
+        else:
+            result = self.scorer.evaluate(inputs)
+            trust, flagged, views = result.trust, result.flagged, result.views
         return PipelineOutput(
             probabilities=out.probabilities.detach().cpu().numpy().astype(np.float32),
             labels=inputs.predicted,
-            trust=result.trust.astype(np.float64),
-            flagged=result.flagged,
+            trust=trust.astype(np.float64),
+            flagged=flagged,
             features=inputs.gga.astype(np.float32),
             csm=out.csm.detach().cpu().numpy().astype(np.float32),
             classes=out.classes.detach().cpu().numpy().astype(np.int64),
             saliency=(out.saliency.detach().cpu().numpy().astype(np.float32) if saliency else None),
             engine_seconds=seconds,
-            views=result.views,
+            views=views,
         )
 
 

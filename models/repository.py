@@ -21,6 +21,8 @@ from models.architectures import build_model
 from models.card import CARD_FILE, WEIGHTS_FILE, ModelCard, sha256_file
 from models.errors import ModelLoadError, ModelNotFoundError
 
+IMPORTED = "imported"  # the architecture of a user's model file (models/imported/)
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_REPOSITORY = Path(__file__).parent / "zoo"
@@ -65,12 +67,22 @@ def save_model_folder(folder: Path, card: ModelCard, module: nn.Module) -> Model
 def load_model_folder(folder: Path) -> LoadedModel:
     """Load and validate one model folder.
 
+    An imported model (``architecture`` "imported") is read by ``models.imported.loader``,
+    which checks its file's hash the same way.
+
     Raises:
         ModelLoadError: the card is missing or malformed, the weights file is missing, its hash
             differs from the card's, or its tensors do not fit the architecture the card names.
     """
     folder = Path(folder)
     card = ModelCard.load(folder)
+    if card.architecture == IMPORTED:
+        # A user's file (ONNX, torch.export, TorchScript): no architecture of ours to rebuild.
+        from models.imported.loader import load_imported
+
+        module = load_imported(folder, card)
+        _check_output_size(card, module, folder)
+        return LoadedModel(card=card, module=module, path=folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelLoadError(f"{folder}: {WEIGHTS_FILE} is missing")
@@ -144,8 +156,16 @@ class ModelRepository:
             raise ModelNotFoundError(f"model repository {self.root} does not exist")
 
     def names(self) -> list[str]:
-        """Names of the model folders (those holding a card), sorted."""
-        return sorted(p.name for p in self.root.iterdir() if (p / CARD_FILE).is_file())
+        """Names of the model folders (those holding a card), sorted.
+
+        Hidden folders are left out: ``gga import`` writes a folder under a hidden name and
+        renames it into place when complete.
+        """
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if not p.name.startswith(".") and (p / CARD_FILE).is_file()
+        )
 
     def path(self, name: str) -> Path:
         folder = self.root / name

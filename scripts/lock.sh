@@ -8,6 +8,8 @@ python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip
 "$VENV/bin/pip" install --quiet torch==2.13.0
 "$VENV/bin/pip" install --quiet -e '.[dev]'
+# Pinned here, installed without its declared torchvision everywhere (see pyproject's [import]).
+"$VENV/bin/pip" install --quiet --no-deps onnx2torch
 {
   echo "# Pinned versions of every package gga-serve and its extras install (torch excepted: it is"
   echo "# pinned on its own, from the CPU or a CUDA index). CI and the Docker image install with"

@@ -194,7 +194,8 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
 
     # Outermost first: metrics see every answer, including the body limit's 413 and the
     # admission control's 503.
-    names = set(registry.names())
+    # The registry itself, not a copy of its names: models load and unload while serving.
+    names = registry
     app.state.admission = AdmissionControl(
         latency_budget_s=settings.queue_budget_s, floor=2 * settings.max_batch_size
     )

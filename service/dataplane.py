@@ -106,6 +106,7 @@ class DataPlane:
             "metrics": card.metrics,
             "description": card.description,
             "detector": summary or None,
+            "warnings": list(model.warnings),
         }
 
     def models_info(self) -> list[dict[str, Any]]:

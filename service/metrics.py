@@ -246,18 +246,22 @@ class ServiceMetrics:
         """Set how many images ``model``'s queue holds (the saturation alert divides by it)."""
         self.queue_capacity.labels(model=model).set(capacity)
 
-    def set_model_info(self, model: str, version: str, detector: str, alpha: float) -> None:
+    def set_model_info(self, model: str, version: str, detector: str, alpha: float | None) -> None:
         """Publish the served model's identity; the previous version's series is removed.
 
         Args:
             model: Model name.
             version: Model version from its card.
             detector: Trust scorer name, e.g. ``"loda"``.
-            alpha: The calibration's false-flag rate on clean data.
+            alpha: The calibration's false-flag rate on clean data (None: no detector, the
+                label is empty).
         """
         self.clear_model(model, info_only=True)
         self.model_info.labels(
-            model=model, version=str(version), detector=detector, alpha=f"{alpha:g}"
+            model=model,
+            version=str(version),
+            detector=detector,
+            alpha="" if alpha is None else f"{alpha:g}",
         ).set(1)
 
     def observe_rejection(self, model: str, reason: RejectReason | str) -> None:

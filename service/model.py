@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from detectors.features import FEATURE_NAMES
+from detectors.persistence import DetectorNotFoundError
 from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline
 from models.card import ModelCard
 from models.repository import ModelRepository
@@ -127,6 +128,8 @@ class ServedModel:
         self.card: ModelCard = repository.card(name)
         self.pipeline: GGAPipeline | None = None
         self.batcher: Batcher | None = None
+        # Said with the model's metadata: e.g. that it is served without a trust score.
+        self.warnings: list[str] = []
         self.stats = InferenceStats()
 
     def _warmup_sizes(self) -> tuple[int, ...]:
@@ -154,16 +157,29 @@ class ServedModel:
     def load(self) -> None:
         """Load weights and detector, warm the engine up, start the batcher; sets ``ready``.
 
+        A model without ``detector.json`` (an imported model not fitted yet) is served without
+        a trust score: ``trust_score`` null, never flagged, and a warning in its metadata.
+
         Raises:
             ModelNotFoundError, ModelLoadError: The model folder is missing or inconsistent.
-            DetectorNotFoundError, DetectorFileError: No usable ``detector.json``.
+            DetectorFileError: A ``detector.json`` that cannot be used (malformed, fitted for
+                other weights, or with views the model cannot serve).
         """
         start = time.perf_counter()
         loaded = self.repository.load(self.name)
         self.card = loaded.card
-        self.pipeline = load_pipeline(
-            loaded.path, loaded.module, loaded.card.weights_sha256, device=self.device
-        )
+        try:
+            self.pipeline = load_pipeline(
+                loaded.path, loaded.module, loaded.card.weights_sha256, device=self.device
+            )
+            self.warnings = []
+        except DetectorNotFoundError:
+            self.pipeline = GGAPipeline(loaded.module, None, device=self.device)
+            self.warnings = [
+                f"no trust detector: predictions carry trust_score null and are never flagged; "
+                f"fit one with `gga fit {self.name} --data DIR`, then load the model again"
+            ]
+            logger.warning("model %s: %s", self.name, self.warnings[0])
         chosen = self.pipeline.warmup(self.card.input_shape, self._warmup_sizes())
         self.batcher = Batcher(
             self.name,
@@ -183,7 +199,7 @@ class ServedModel:
         self.metrics.declare_batch_failures(self.name)
         self.metrics.set_queue_depth(self.name, 0)
         self.metrics.set_model_info(
-            self.name, self.card.version, str(summary.get("kind", "")), self.pipeline.alpha
+            self.name, self.card.version, str(summary.get("kind", "")), self.alpha
         )
         self.ready = True
         logger.info(
@@ -200,8 +216,18 @@ class ServedModel:
         if self.batcher is not None:
             self.batcher.stop(self.batching.stop_timeout_s)
 
+    @property
+    def has_detector(self) -> bool:
+        """Whether predictions carry a trust score (a fitted detector was loaded)."""
+        return self.pipeline is not None and self.pipeline.scorer is not None
+
+    @property
+    def alpha(self) -> float | None:
+        """The detector's flag threshold; None before loading or without a detector."""
+        return self.pipeline.alpha if self.pipeline is not None else None
+
     def detector_summary(self) -> dict[str, Any]:
-        if self.pipeline is None:
+        if self.pipeline is None or self.pipeline.scorer is None:
             return {}
         return dict(self.pipeline.scorer.summary())
 
@@ -321,7 +347,7 @@ class ServedModel:
                 len(stored),
                 waits,
                 out.engine_seconds,
-                out.trust[stored].tolist(),
+                [t for t in out.trust[stored].tolist() if np.isfinite(t)],  # NaN: no detector
                 out.flagged[stored].tolist(),
                 {view: p[stored].tolist() for view, p in out.views.items()},
             )
@@ -342,6 +368,7 @@ class ServedModel:
 
     def _row(self, out: PipelineOutput, i: int, now: dt.datetime) -> dict[str, Any]:
         label = int(out.labels[i])
+        trust = float(out.trust[i])
         return {
             "id": new_id(),
             "created_at": now,
@@ -350,7 +377,7 @@ class ServedModel:
             "label": label,
             "class_name": self.card.class_names[label],
             "probabilities": [float(p) for p in out.probabilities[i]],
-            "trust_score": float(out.trust[i]),
+            "trust_score": trust if np.isfinite(trust) else None,  # None: no detector
             "flagged": bool(out.flagged[i]),
             "features": [float(f) for f in out.features[i]],
         }
@@ -374,8 +401,10 @@ class ServedModel:
                 "views": {
                     view: {"p_value": float(p[i]), "title": scorer.views[view].title}
                     for view, p in out.views.items()
-                },
-                "fusion": scorer.fusion.kind,
+                }
+                if scorer is not None
+                else {},
+                "fusion": scorer.fusion.kind if scorer is not None else None,
             }
         if context.saliency and out.saliency is not None:
             result["saliency"] = saliency_maps(

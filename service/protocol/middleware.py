@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Container
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,11 +86,12 @@ class MetricsMiddleware:
     Args:
         app: The wrapped application.
         metrics: Where to record.
-        models: Served model names; other path values are recorded as ``""`` so the ``model``
-            label stays bounded whatever clients send.
+        models: Served model names (the live registry: models load and unload); other path
+            values are recorded as ``""`` so the ``model`` label stays bounded whatever clients
+            send.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, models: set[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, models: Container[str]) -> None:
         self.app = app
         self.metrics = metrics
         self.models = models

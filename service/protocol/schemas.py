@@ -92,7 +92,10 @@ class PredictionOut(BaseModel):
     label: int
     class_name: str
     probabilities: list[float]
-    trust_score: float = Field(description="Calibrated trust in (0, 1]; low means untrusted.")
+    trust_score: float | None = Field(
+        description="Calibrated trust in (0, 1]; low means untrusted. Null for a model served "
+        "without a fitted detector (see the model's warnings)."
+    )
     flagged: bool = Field(description="True when trust_score is below the model's alpha.")
     created_at: dt.datetime
     explanation: Explanation | None = None
@@ -110,7 +113,7 @@ class StoredPrediction(BaseModel):
     label: int
     class_name: str
     probabilities: list[float]
-    trust_score: float
+    trust_score: float | None
     flagged: bool
     created_at: dt.datetime
     features: dict[str, float] | None = None
@@ -151,6 +154,10 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
     detector: DetectorInfo | None = None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What a client should know, e.g. that the model has no trust detector.",
+    )
 
 
 class ModelList(BaseModel):
@@ -198,6 +205,9 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, Any] | None = Field(
+        None, description="``warnings``: e.g. that the model has no trust detector."
+    )
 
 
 class RequestInput(BaseModel):

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.errors import InvalidInput, InvalidJSON, InvalidTensor
-from service.model import RequestContext
+from service.model import RequestContext, ServedModel
 from service.protocol import v2_binary
 from service.protocol.decode import InputSpec, check_request_id, check_tensor, off_loop
 from service.protocol.deps import CallerDep, DataPlaneDep
@@ -27,6 +27,8 @@ from service.protocol.schemas import (
     TensorMetadata,
 )
 from service.protocol.v2_extensions import EXTENSIONS, register_v2_extensions
+from service.protocol.v2_repository import EXTENSIONS as REPOSITORY_EXTENSIONS
+from service.protocol.v2_repository import register_v2_repository
 
 SERVER_NAME = "gga-serve"
 SERVER_VERSION = "0.1.0"
@@ -38,6 +40,7 @@ OUTPUTS: dict[str, str] = {
     "flagged": "BOOL",
     "prediction_id": "BYTES",
 }
+TRUST_OUTPUTS = ("trust_score", "flagged")
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorV2} for code in (400, 401, 404, 413, 422, 429, 503)
 }
@@ -53,7 +56,9 @@ INFER_BODY = {
 
 async def server_metadata() -> ServerMetadata:
     return ServerMetadata(
-        name=SERVER_NAME, version=SERVER_VERSION, extensions=["binary_tensor_data", *EXTENSIONS]
+        name=SERVER_NAME,
+        version=SERVER_VERSION,
+        extensions=["binary_tensor_data", *EXTENSIONS, *REPOSITORY_EXTENSIONS],
     )
 
 
@@ -64,6 +69,13 @@ async def live() -> dict[str, bool]:
 async def ready(request: Request) -> JSONResponse:
     is_ready = request.app.state.registry.ready
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+def served_outputs(model: ServedModel) -> dict[str, str]:
+    """The outputs ``model`` gives: no trust score or flag without a fitted detector."""
+    if model.pipeline is not None and not model.has_detector:
+        return {n: t for n, t in OUTPUTS.items() if n not in TRUST_OUTPUTS}
+    return OUTPUTS
 
 
 async def model_metadata(name: str, dataplane: DataPlaneDep, caller: CallerDep) -> ModelMetadata:
@@ -78,8 +90,9 @@ async def model_metadata(name: str, dataplane: DataPlaneDep, caller: CallerDep) 
         inputs=[TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, c, h, w])],
         outputs=[
             TensorMetadata(name=n, datatype=t, shape=shapes.get(n, [-1]))
-            for n, t in OUTPUTS.items()
+            for n, t in served_outputs(model).items()
         ],
+        parameters={"warnings": model.warnings} if model.warnings else None,
     )
 
 
@@ -111,14 +124,19 @@ def _input_array(req: InferRequest, raw: list[bytes | None]) -> np.ndarray:
     return flat.reshape(spec.shape)
 
 
-def _wanted_outputs(req: InferRequest) -> list[tuple[str, bool]]:
+def _wanted_outputs(req: InferRequest, outputs: dict[str, str]) -> list[tuple[str, bool]]:
     default_binary = bool((req.parameters or {}).get("binary_data_output", False))
     if not req.outputs:
-        return [(name, default_binary) for name in OUTPUTS]
+        return [(name, default_binary) for name in outputs]
     wanted = []
     for out in req.outputs:
-        if out.name not in OUTPUTS:
-            raise InvalidInput(f"unknown output {out.name!r}; known: {', '.join(OUTPUTS)}")
+        if out.name in TRUST_OUTPUTS and out.name not in outputs:
+            raise InvalidInput(
+                f"output {out.name!r}: this model has no trust detector yet (see its metadata's "
+                "warnings); ask for the other outputs"
+            )
+        if out.name not in outputs:
+            raise InvalidInput(f"unknown output {out.name!r}; known: {', '.join(outputs)}")
         wanted.append((out.name, bool((out.parameters or {}).get("binary_data", default_binary))))
     return wanted
 
@@ -166,14 +184,17 @@ async def infer(
         request.headers.get(v2_binary.HEADER_LENGTH),
         dataplane.input_spec(model),
     )
-    wanted = _wanted_outputs(req)
+    wanted = _wanted_outputs(req, served_outputs(model))
     request_id = req.id or uuid.uuid4().hex
     context = RequestContext(request_id=request_id, owner=caller)
     results = await dataplane.predict(name, inputs, context)
     arrays = {
         "probabilities": np.asarray([r["probabilities"] for r in results], dtype=np.float32),
         "label": np.asarray([r["label"] for r in results], dtype=np.int64),
-        "trust_score": np.asarray([r["trust_score"] for r in results], dtype=np.float32),
+        "trust_score": np.asarray(
+            [np.nan if r["trust_score"] is None else r["trust_score"] for r in results],
+            dtype=np.float32,
+        ),
         "flagged": np.asarray([r["flagged"] for r in results], dtype=np.bool_),
         "prediction_id": [r["id"].encode() for r in results],
     }
@@ -222,6 +243,7 @@ def register_v2_endpoints(app: FastAPI) -> None:
     router.add_api_route("/health/live", live, methods=["GET"])
     router.add_api_route("/health/ready", ready, methods=["GET"])
     register_v2_extensions(router)  # before /models/{name}: /models/stats is not a model
+    register_v2_repository(router)
     router.add_api_route("/models/{name}", model_metadata, methods=["GET"])
     router.add_api_route("/models/{name}/ready", model_ready, methods=["GET"])
     router.add_api_route(

@@ -32,7 +32,7 @@ def _check_version(model: ServedModel, version: str | None) -> None:
 
 def model_config(model: ServedModel) -> dict[str, Any]:
     """The model's configuration in Triton's ``model_config`` JSON form."""
-    from service.protocol.v2 import INPUT_NAME, OUTPUTS
+    from service.protocol.v2 import INPUT_NAME, served_outputs
 
     k = len(model.card.class_names)
     dims = {"probabilities": [k]}
@@ -47,7 +47,7 @@ def model_config(model: ServedModel) -> dict[str, Any]:
         ],
         "output": [
             {"name": name, "data_type": _TRITON_TYPES[datatype], "dims": dims.get(name, [1])}
-            for name, datatype in OUTPUTS.items()
+            for name, datatype in served_outputs(model).items()
         ],
         "dynamic_batching": {
             "max_queue_delay_microseconds": int(model.batching.max_latency_s * 1e6),
@@ -55,7 +55,7 @@ def model_config(model: ServedModel) -> dict[str, Any]:
         },
         "parameters": {
             "queue_size": {"string_value": str(model.batching.queue_size)},
-            "alpha": {"string_value": f"{model.pipeline.alpha:g}" if model.pipeline else ""},
+            "alpha": {"string_value": f"{alpha:g}" if (alpha := model.alpha) is not None else ""},
         },
     }
 

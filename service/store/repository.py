@@ -137,7 +137,8 @@ def prediction_stats(
     Everything is computed by the database over every row in the window; no row is loaded into
     Python. Quantiles interpolate linearly between order statistics (PostgreSQL's
     ``percentile_cont``, numpy's default), on SQLite by reading the two rows around each
-    quantile's position.
+    quantile's position. Quantiles are over the rows that have a trust score (a model served
+    without a detector stores none); ``None`` when no row has one.
 
     Args:
         db: The store.
@@ -157,12 +158,18 @@ def prediction_stats(
             stmt = stmt.where(Prediction.created_at >= since)
         return stmt
 
-    counts = scoped(select(func.count(), func.sum(case((Prediction.flagged, 1), else_=0))))
+    counts = scoped(
+        select(
+            func.count(),
+            func.sum(case((Prediction.flagged, 1), else_=0)),
+            func.count(Prediction.trust_score),  # rows with a trust score (COUNT skips nulls)
+        )
+    )
     with db.session() as session:
-        count, n_flagged = session.execute(counts).one()
-        count, n_flagged = int(count or 0), int(n_flagged or 0)
+        count, n_flagged, scored = session.execute(counts).one()
+        count, n_flagged, scored = int(count or 0), int(n_flagged or 0), int(scored or 0)
         quantiles = None
-        if count:
+        if scored:
             if db.backend == "postgresql":
                 columns = [
                     func.percentile_cont(q).within_group(Prediction.trust_score)
@@ -171,7 +178,7 @@ def prediction_stats(
                 values = session.execute(scoped(select(*columns))).one()
             else:
                 values = [
-                    _quantile_by_offset(session, scoped, count, q) for q in QUANTILES.values()
+                    _quantile_by_offset(session, scoped, scored, q) for q in QUANTILES.values()
                 ]
             quantiles = dict(zip(QUANTILES, map(float, values), strict=True))
     return {
@@ -183,11 +190,15 @@ def prediction_stats(
 
 
 def _quantile_by_offset(session: Any, scoped: Any, count: int, q: float) -> float:
-    """The ``q`` quantile of the scoped trust scores, from the two order statistics around it."""
+    """The ``q`` quantile of the scoped trust scores, from the two order statistics around it.
+
+    ``count`` is the number of scoped rows with a trust score; rows without one are skipped.
+    """
     position = (count - 1) * q
     lower = int(position)
     stmt = (
         scoped(select(Prediction.trust_score))
+        .where(Prediction.trust_score.is_not(None))
         .order_by(Prediction.trust_score)
         .offset(lower)
         .limit(2)

@@ -50,7 +50,8 @@ class Prediction(Base):
     label: Mapped[int] = mapped_column(Integer, nullable=False)
     class_name: Mapped[str] = mapped_column(String(128), nullable=False)
     probabilities: Mapped[list[float]] = mapped_column(JSON, nullable=False)
-    trust_score: Mapped[float] = mapped_column(Float, nullable=False)
+    # Null for a model served without a fitted detector (migration 0002).
+    trust_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     flagged: Mapped[bool] = mapped_column(Boolean, nullable=False)
     features: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
     api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -286,6 +286,34 @@ def test_an_untuned_bucket_is_tuned_on_first_use():
     assert engine.tuning_timings(2) and out.strategy == engine.strategy_for(2)
 
 
+class _NumpyScaled(nn.Module):
+    """Scales its input by a number read through numpy, which no functional transform allows:
+    ``torch.func.vjp`` (the ``vmap`` strategy) fails on it, plain autograd does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = float(x.detach().numpy().max()) + 1.0
+        return self.linear(x.flatten(1) / scale)
+
+
+def test_a_strategy_that_fails_on_the_model_is_skipped_with_a_log_line(caplog):
+    torch.manual_seed(0)
+    engine = GradientEngine(_NumpyScaled().eval(), tuning_repeats=1)
+    with caplog.at_level(logging.INFO, logger="detectors.autotune"):
+        chosen = engine.warmup((1, 4, 4), batch_sizes=(1, 4))
+    assert "vmap" not in chosen.values() and "vmap" not in engine.tuning_timings(4)
+    skipped = [r for r in caplog.records if "vmap fails" in r.message]
+    assert len(skipped) == 2 and all(r.levelno == logging.WARNING for r in skipped)
+    x = torch.rand(4, 1, 4, 4)
+    out = engine(x)
+    reference = GradientEngine(_NumpyScaled().eval(), EngineOptions(strategy="loop"))
+    reference.model.load_state_dict(engine.model.state_dict())
+    torch.testing.assert_close(out.csm, reference(x).csm)
+
+
 def test_a_forced_strategy_overrides_the_tuner():
     model = seeded(TinyCNN, seed=8, num_classes=5, side=8, in_channels=1)
     engine = GradientEngine(model, EngineOptions(strategy="loop"))

@@ -111,3 +111,13 @@ def test_a_detector_whose_views_the_model_cannot_serve_is_refused(tiny_mnist, sc
     scorer.save(tmp_path)
     with pytest.raises(DetectorFileError, match=r"need penultimate features.*gga fit tiny"):
         load_pipeline(tmp_path, NoFeatures(tiny_mnist.model), SHA)
+
+
+def test_without_a_scorer_the_pipeline_gives_labels_and_no_trust(tiny_mnist) -> None:
+    model, x = tiny_mnist.model, tiny_mnist.x_test
+    out = GGAPipeline(model, None)(x[:5])
+    with torch.no_grad():
+        expected = model(x[:5]).argmax(1).numpy()
+    np.testing.assert_array_equal(out.labels, expected)
+    assert np.isnan(out.trust).all() and not out.flagged.any() and out.views == {}
+    assert out.csm.shape[0] == 5 and GGAPipeline(model, None).alpha is None

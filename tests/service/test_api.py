@@ -142,6 +142,7 @@ def test_v2_metadata_health_and_json_infer(client: TestClient, fmnist_test) -> N
         "binary_tensor_data",
         "model_configuration",
         "statistics",
+        "model_repository",
     ]
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").json() == {"ready": True}

@@ -46,6 +46,18 @@ def test_key_required_except_health_and_metrics(keyed) -> None:
         assert client.get(open_path).status_code == 200
 
 
+def test_the_model_repository_endpoints_need_a_key(keyed) -> None:
+    client, _, _ = keyed
+    for path in (
+        "/v2/repository/index",
+        "/v2/repository/models/fashion-mnist-cnn/load",
+        "/v2/repository/models/fashion-mnist-cnn/unload",
+    ):
+        assert client.post(path).status_code == 401
+        assert client.post(path, headers={"X-API-Key": "gga_nope_nope"}).status_code == 401
+    assert client.get("/v2/models/fashion-mnist-cnn/ready", headers={}).status_code == 401
+
+
 def test_isolation_between_keys(keyed) -> None:
     client, keys, _ = keyed
     alice = {"Authorization": f"Bearer {keys['alice'][1]}"}

@@ -18,7 +18,7 @@ def _row(
     model: str = "m",
     owner: str | None = None,
     flagged: bool = False,
-    trust: float = 0.5,
+    trust: float | None = 0.5,
     created_at: dt.datetime | None = None,
 ):
     return {
@@ -46,12 +46,26 @@ def db(database_url: str):
 
 
 def test_upgrade_creates_tables_and_is_idempotent(db: Database) -> None:
-    assert current(db.url) == "0001"
+    assert current(db.url) == head()
     db.upgrade()  # a second upgrade on a current database changes nothing
     names = set(sa.inspect(db.engine).get_table_names())
     assert {"predictions", "api_keys", "alembic_version"} <= names
     indexes = {i["name"] for i in sa.inspect(db.engine).get_indexes("predictions")}
     assert "ix_predictions_model_id" in indexes
+
+
+def test_predictions_without_a_trust_score_are_stored_and_left_out_of_quantiles(
+    db: Database,
+) -> None:
+    # A model served without a fitted detector stores trust_score null (migration 0002).
+    rows = [_row(trust=None) for _ in range(3)] + [_row(trust=t) for t in (0.2, 0.4, 0.6)]
+    repo.save_predictions(db, rows)
+    assert repo.get_prediction(db, rows[0]["id"], None)["trust_score"] is None
+    stats = repo.prediction_stats(db, None, model="m")
+    assert stats["count"] == 6 and stats["trust_quantiles"]["p50"] == pytest.approx(0.4)
+    repo.save_predictions(db, [_row(model="plain", trust=None)])
+    plain = repo.prediction_stats(db, None, model="plain")
+    assert plain["count"] == 1 and plain["trust_quantiles"] is None
 
 
 def test_ids_sort_by_creation() -> None:

@@ -33,6 +33,8 @@ export function percent(p, digits = 1) {
 
 /** A trust score or p-value as shown everywhere: four decimals. */
 export function score(x) {
+  // null: a model served without a fitted detector gives no trust score.
+  if (x === null || x === undefined) return "none";
   return Number(x).toFixed(4);
 }
 

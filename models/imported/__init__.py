@@ -1,0 +1,14 @@
+"""Classifiers a user brings as a file: ONNX, torch.export (``.pt2``) and TorchScript (``.pt``).
+
+- ``formats``: tell the formats apart by their bytes, refuse pickles, read a file into a module;
+- ``onnx_graph``: ONNX input shapes, conversion for autograd (onnx2torch), onnxruntime parity;
+- ``features``: find or cut the penultimate features of a traced graph;
+- ``module``: ``ImportedClassifier``, the wrapper the engine and the service run;
+- ``checks``: what an import verifies (eval mode, batch independence, outputs, labels);
+- ``importer``: ``import_model``, which writes the model folder; ``loader`` reads it back.
+"""
+
+from models.imported.errors import ModelImportError
+from models.imported.formats import FORMATS, detect_format
+
+__all__ = ["FORMATS", "ModelImportError", "detect_format"]
