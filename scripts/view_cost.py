@@ -8,6 +8,7 @@ figures are for comparing with one another in one run.
 """
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -55,12 +56,19 @@ def main() -> None:
         start = time.perf_counter()
         pipeline.engine(x)
         engine.append(time.perf_counter() - start)
-    ms = lambda values: 1e3 * float(np.median(values))  # noqa: E731
-    print(f"{args.model}, batch {args.batch}, median of {args.repeats} (ms per batch):")
-    print(f"  pipeline     {ms(whole):8.2f}")
-    print(f"  GGA pass     {ms(engine):8.2f}   pipeline / GGA pass = {ms(whole) / ms(engine):.3f}")
+    lines = [
+        f"{args.model}, batch {args.batch}, median of {args.repeats} (ms per batch):",
+        f"  pipeline     {_ms(whole):8.2f}",
+        f"  GGA pass     {_ms(engine):8.2f}   pipeline / GGA pass = {_ms(whole) / _ms(engine):.3f}",
+    ]
     for name in scorer.view_names:  # the fused views: the only ones a request scores
-        print(f"  {name:12s} {ms(spent[name]):8.2f}   {ms(spent[name]) / ms(engine):6.1%} of it")
+        cost = _ms(spent[name])
+        lines.append(f"  {name:12s} {cost:8.2f}   {cost / _ms(engine):6.1%} of it")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _ms(seconds: list[float]) -> float:
+    return 1e3 * float(np.median(seconds))
 
 
 if __name__ == "__main__":
