@@ -26,36 +26,12 @@ sys.path.insert(0, str(ROOT))
 from detectors.autotune import time_round_robin  # noqa: E402
 from detectors.engine import GradientEngine  # noqa: E402
 from models.architectures import build_model  # noqa: E402
+from models.imported.exporting import export_three_ways  # noqa: E402
 from models.imported.importer import ImportOptions, import_model  # noqa: E402
 from models.repository import ModelRepository  # noqa: E402
 
 ARCHITECTURE = "compact-cnn"
 INPUT_SHAPE = (1, 28, 28)
-
-
-def export(model: torch.nn.Module, folder: Path) -> dict[str, Path]:
-    example = torch.rand(2, *INPUT_SHAPE)
-    paths = {
-        "onnx": folder / "m.onnx",
-        "torch-export": folder / "m.pt2",
-        "torchscript": folder / "m.pt",
-    }
-    torch.onnx.export(
-        model,
-        (example,),
-        str(paths["onnx"]),
-        input_names=["image"],
-        output_names=["logits"],
-        opset_version=17,
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        dynamo=False,
-    )
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(paths["torch-export"]))
-    # Traced: the zoo classes' ``head`` property is not scriptable; a trace records the same ops.
-    torch.jit.save(torch.jit.trace(model, example), str(paths["torchscript"]))
-    return paths
 
 
 def main() -> int:
@@ -71,7 +47,7 @@ def main() -> int:
     native = build_model(ARCHITECTURE, {})
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        files = export(native, Path(tmp))
+        files = export_three_ways(native, Path(tmp), INPUT_SHAPE, torchscript="trace")
         repo = Path(tmp) / "repo"
         repo.mkdir()
         engines = {"native": GradientEngine(native)}

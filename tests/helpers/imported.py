@@ -66,32 +66,6 @@ def train_small_bn_net(train: Dataset, steps: int = 150, seed: int = 0) -> Small
     return model.eval()
 
 
-def export_three_ways(model: nn.Module, folder: Path) -> dict[str, Path]:
-    """``model`` (eval mode) as ONNX, torch.export and TorchScript files in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    example = torch.rand(2, *INPUT_SHAPE)
-    paths = {
-        "onnx": folder / "net.onnx",
-        "torch-export": folder / "net.pt2",
-        "torchscript": folder / "net.pt",
-    }
-    torch.onnx.export(
-        model,
-        (example,),
-        str(paths["onnx"]),
-        input_names=["input"],
-        output_names=["logits"],
-        opset_version=17,
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        dynamo=False,
-    )
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(paths["torch-export"]))
-    torch.jit.save(torch.jit.script(model), str(paths["torchscript"]))
-    return paths
-
-
 def safe_names(class_names: tuple[str, ...]) -> tuple[str, ...]:
     """Class names usable as folder names ("T-shirt/top" has a slash)."""
     return tuple(n.replace("/", "-") for n in class_names)

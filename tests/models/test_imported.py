@@ -18,6 +18,7 @@ from detectors.pipeline import flagged_and_correct, load_pipeline
 from models.data import load_dataset
 from models.errors import DataError, ModelLoadError
 from models.imported.errors import ModelImportError
+from models.imported.exporting import export_three_ways
 from models.imported.importer import ImportOptions, import_model
 from models.repository import ModelRepository
 from tests.helpers.imported import (
@@ -26,7 +27,6 @@ from tests.helpers.imported import (
     STD,
     PixelNet,
     SmallBNNet,
-    export_three_ways,
     safe_names,
     train_small_bn_net,
     write_image_folder,
@@ -56,7 +56,7 @@ def net(shared_data_dir: Path) -> SmallBNNet:
 
 @pytest.fixture(scope="module")
 def files(net: SmallBNNet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return export_three_ways(net, tmp_path_factory.mktemp("exports"))
+    return export_three_ways(net, tmp_path_factory.mktemp("exports"), INPUT_SHAPE)
 
 
 @pytest.fixture(scope="module")

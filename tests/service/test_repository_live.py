@@ -18,11 +18,12 @@ import torch
 from cli import main
 from models.data import load_dataset
 from models.imaging import encode_png
+from models.imported.exporting import export_three_ways
 from tests.helpers.imported import (
+    INPUT_SHAPE,
     MEAN,
     STD,
     PixelNet,
-    export_three_ways,
     safe_names,
     train_small_bn_net,
     write_image_folder,
@@ -57,7 +58,7 @@ def user_model(shared_data_dir: Path, workdir: Path) -> dict:
     torch.set_num_threads(1)
     train = load_dataset("fashion-mnist", "train", data_dir=shared_data_dir, limit=4096)
     net = train_small_bn_net(train)
-    files = export_three_ways(net, workdir / "exports")
+    files = export_three_ways(net, workdir / "exports", INPUT_SHAPE)
     labels = workdir / "labels.txt"
     labels.write_text("\n".join(safe_names(train.class_names)) + "\n")
     images = load_dataset("fashion-mnist", "train", data_dir=shared_data_dir, limit=1200, seed=2)
