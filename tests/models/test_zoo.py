@@ -29,8 +29,11 @@ def test_the_default_and_the_weight_decay_pair_ship():
 
 
 def test_folders_stay_small(zoo_model):
+    # Weights (1.7-1.9 MB) and detector.json, whose k-NN view keeps up to a million float16
+    # training features (2.7 MB as base64; the LeNets' 500-wide features fill it) beside the
+    # Mahalanobis projection: 6.2 MB at most today. The image bakes every model in.
     size = sum(p.stat().st_size for p in zoo_model.path.iterdir())
-    assert size < 5 * 2**20
+    assert size < 8 * 2**20
 
 
 def test_accuracy_matches_the_card(zoo_model, test_slice):
