@@ -245,11 +245,16 @@ def test_kill9_of_a_replica_loses_nothing_acknowledged(
     finally:
         db.dispose()
     assert not missing, f"{len(missing)} of {len(answered)} answered predictions were lost"
-    # Ray starts a replacement, which registers its own metrics endpoint.
-    replaced = _wait(
-        "a replacement replica",
-        lambda: {t["labels"]["replica"] for t in _targets(url)} - {victim["replica"]},
-        300,
-    )
-    assert len(replaced) == 2
+
+    # Ray starts a replacement, which registers its own metrics endpoint under a new replica id.
+    # (Waiting for any replica but the victim returned at once: the survivor is there already.)
+    before = {e["replica"] for e in entries}
+
+    def replacements() -> set[str]:
+        return {t["labels"]["replica"] for t in _targets(url)} - before
+
+    assert _wait("a replacement replica", replacements, 300)
+    # The survivor still serves; the victim's entry may linger until its TTL (it died unable to
+    # deregister), which Prometheus then reports as down.
+    assert before - {victim["replica"]} <= {t["labels"]["replica"] for t in _targets(url)}
     assert httpx.get(url + "/v2/health/ready", timeout=30).status_code == 200
