@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--kinds", help=f"comma-separated subset of: {', '.join(ALL_KINDS)}")
     p.add_argument("--out-dir", type=Path, help="output folder (default eval/MODEL)")
+    p.add_argument(
+        "--save-scores",
+        action="store_true",
+        help="also write scores.npz: every detector's score of every input (for offline analysis)",
+    )
     p.add_argument("--data-dir", help="data set folder (default $GGA_DATA_DIR)")
     p.add_argument("--repo", help="model repository folder")
     p.set_defaults(func=run)
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if len(sys.argv) > 2
         else f"gga evaluate {card.name}"
     )
-    paths = write_report(result, out_dir, command=command)
+    paths = write_report(result, out_dir, command=command, save_scores=args.save_scores)
     ours = result.pooled.get(TRUST, {})
     best = max(result.pooled, key=lambda n: result.pooled[n]["AUROC"], default=TRUST)
     sys.stdout.write(

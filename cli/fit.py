@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from detectors.calibration import DEFAULT_ALPHA
+from detectors.calibration import DEFAULT_ALPHA, TAILS
 from detectors.fit import RESCALE_CHOICES
 from detectors.fusion import FUSIONS
 from detectors.views import VIEWS
@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "chosen by measurement (auto, the default) or forced",
     )
     p.add_argument("--no-rescale", action="store_true", help="same as --rescale off")
+    p.add_argument(
+        "--view-tail",
+        choices=TAILS,
+        default="none",
+        help="each view's p-value beyond its largest calibration score: floored at 1/(n+1) "
+        "(none, the default, as the zoo's detectors) or extrapolated along an exponential tail "
+        "(docs/detectors.md)",
+    )
     p.add_argument("--top-n", type=int, help="saliency for the N most probable classes only")
     p.add_argument(
         "--alpha",
@@ -88,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         views=args.views,
         fusion=args.fusion,
         rescale="off" if args.no_rescale else args.rescale,
+        view_tail=args.view_tail,
         n_fit=args.n_fit,
         n_view_cal=args.n_view_cal,
         n_tune=args.n_tune,

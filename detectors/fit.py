@@ -31,7 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from detectors.base import DetectorFitError
-from detectors.calibration import DEFAULT_ALPHA, MIN_CALIBRATION, ConformalCalibrator, check_alpha
+from detectors.calibration import (
+    DEFAULT_ALPHA,
+    MIN_CALIBRATION,
+    TAILS,
+    ConformalCalibrator,
+    check_alpha,
+)
 from detectors.collect import collect_view_inputs
 from detectors.engine import EngineOptions, GradientEngine
 from detectors.fusion import FUSIONS
@@ -66,6 +72,9 @@ class FitConfig:
             by measurement (``detectors.selection``).
         rescale: the reference code's logit rescaling before the GGA loss: ``"auto"`` chooses
             by measurement on the tune part, ``"on"``/``"off"`` force it.
+        view_tail: each view's p-value beyond its calibration maximum
+            (``detectors.calibration``): ``"none"`` floors it at ``1/(n+1)``, ``"exponential"``
+            extrapolates (measured in docs/detectors.md: it barely moves the chosen fusions).
         n_fit: most training images drawn to fit the views.
         n_view_cal: most images drawn for the views' own calibration.
         n_tune: most images drawn to choose and train the fusion (untrusted inputs are made
@@ -86,6 +95,7 @@ class FitConfig:
     views: tuple[str, ...] | None = None
     fusion: str | None = None
     rescale: str = "auto"
+    view_tail: str = "none"
     n_fit: int = 10_000
     n_view_cal: int = 1_000
     n_tune: int = 1_000
@@ -112,6 +122,10 @@ class FitConfig:
         if self.fusion is not None and self.fusion not in FUSIONS:
             raise DetectorFitError(
                 f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}"
+            )
+        if self.view_tail not in TAILS:
+            raise DetectorFitError(
+                f"view_tail must be one of {', '.join(TAILS)}, got {self.view_tail!r}"
             )
         if self.rescale not in RESCALE_CHOICES:
             raise DetectorFitError(
@@ -301,7 +315,10 @@ def _fit_candidate(
             )
     channels = int(data["fit"][0].shape[1])
     views = {n: _make_view(n, config, channels).fit_features(fit) for n in view_names}
-    calibrators = {n: ConformalCalibrator(v.predict_features(view_cal)) for n, v in views.items()}
+    calibrators = {
+        n: ConformalCalibrator(v.predict_features(view_cal), tail=config.view_tail)
+        for n, v in views.items()
+    }
 
     def p_values(inputs: ViewInputs) -> dict[str, np.ndarray]:
         return {n: calibrators[n].trust(v.predict_features(inputs)) for n, v in views.items()}

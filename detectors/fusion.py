@@ -25,7 +25,9 @@ from sklearn.linear_model import LogisticRegression
 
 from detectors.base import DetectorFitError, NotFittedError
 
-P_FLOOR = 1e-12  # a NaN view score gives p = 0: clip so -log p stays finite
+# A NaN view score gives p = 0, and a view's extrapolated tail (detectors.calibration) can give
+# p-values far below 1e-12: clip at the smallest normal double so -log p stays finite (<= 708).
+P_FLOOR = float(np.finfo(np.float64).tiny)
 
 
 def surprise(p_values: np.ndarray) -> np.ndarray:
@@ -84,7 +86,10 @@ class CauchyFusion(Fusion):
 
     def statistic(self, p_values: np.ndarray) -> np.ndarray:
         p = np.clip(np.asarray(p_values, dtype=np.float64), P_FLOOR, 1.0)
-        return np.tan((0.5 - p) * np.pi).mean(axis=1)
+        # tan((1/2 - p) pi) = 1 / tan(p pi), which keeps its precision for tiny p
+        # (0.5 - p rounds to 0.5 below p = 1e-17).
+        with np.errstate(divide="ignore", over="ignore"):
+            return (1.0 / np.tan(p * np.pi)).mean(axis=1)
 
 
 class TippettFusion(Fusion):

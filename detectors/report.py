@@ -249,8 +249,14 @@ def discussion(r: EvalResult) -> str:
     return " ".join(text)
 
 
-def write_report(result: EvalResult, out_dir: Path, command: str | None = None) -> dict[str, Path]:
+def write_report(
+    result: EvalResult, out_dir: Path, command: str | None = None, save_scores: bool = False
+) -> dict[str, Path]:
     """Write ``results.json``, ``results.md``, ``roc.png`` and ``examples_<kind>.png``.
+
+    With ``save_scores``, also ``scores.npz``: every row's outlier score of every input, keyed
+    ``"ROW|KIND"`` (float32), so other fusions and calibrations can be compared offline on the
+    same inputs (``scripts/fusion_offline.py``).
 
     Returns:
         Name -> path of every file written.
@@ -264,6 +270,16 @@ def write_report(result: EvalResult, out_dir: Path, command: str | None = None) 
     paths["json"].write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
     paths["markdown"] = out_dir / "results.md"
     paths["markdown"].write_text(markdown(result, command) + "\n")
+    if save_scores:
+        paths["scores"] = out_dir / "scores.npz"
+        np.savez_compressed(
+            paths["scores"],
+            **{
+                f"{row}|{kind}": np.asarray(s, dtype=np.float32)
+                for row, per_kind in result.scores.items()
+                for kind, s in per_kind.items()
+            },
+        )
     paths["roc"] = plot_roc(roc_curves(result), f"{result.model}: pooled ROC", out_dir / "roc.png")
     for kind, ex in result.examples.items():
         if len(ex.get("images", [])):

@@ -173,7 +173,7 @@ class TrustScorer:
                 name: {
                     "params": view.get_params(),
                     **(
-                        {"calibration": _calibration_dict(self.view_calibrators[name])}
+                        {"calibration": self.view_calibrators[name].to_dict()}
                         if name in self.view_calibrators
                         else {}
                     ),
@@ -181,7 +181,7 @@ class TrustScorer:
                 for name, view in self.views.items()
             },
             "fusion": self.fusion.to_dict(),
-            "calibration": {"alpha": self.alpha, **_calibration_dict(self.calibrator)},
+            "calibration": {"alpha": self.alpha, **self.calibrator.to_dict()},
             "provenance": self.provenance,
         }
 
@@ -204,7 +204,7 @@ class TrustScorer:
                     )
                 views[name] = VIEWS[name].from_params(entry["params"])
                 if "calibration" in entry:
-                    calibrators[name] = ConformalCalibrator(entry["calibration"]["sorted_scores"])
+                    calibrators[name] = ConformalCalibrator.from_dict(entry["calibration"])
             return cls(
                 views=views,
                 view_calibrators=calibrators,
@@ -274,7 +274,3 @@ class TrustScorer:
         folder = Path(folder)
         data = read_detector_file(folder, weights_sha256, model_name)
         return cls.from_dict(data, source=str(folder / "detector.json"))
-
-
-def _calibration_dict(calibrator: ConformalCalibrator) -> dict[str, Any]:
-    return {"n": calibrator.n, "sorted_scores": calibrator.sorted_scores.tolist()}

@@ -1,11 +1,11 @@
-"""Conformal calibration: exact formula, uniform p-values, false alarms at alpha."""
+"""Conformal calibration: exact formula, uniform p-values, false alarms at alpha, the tail."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from detectors.base import DetectorFitError
-from detectors.calibration import ConformalCalibrator, flagged
+from detectors.calibration import ConformalCalibrator, exponential_tail_scale, flagged
 
 
 def test_formula_by_hand() -> None:
@@ -47,6 +47,42 @@ def test_false_alarm_rate_within_binomial_tolerance() -> None:
         assert abs(rate - alpha) < 4 * sigma, (alpha, rate)
 
 
+def test_exponential_tail_is_conformal_inside_and_keeps_ranking_beyond() -> None:
+    rng = np.random.default_rng(2)
+    scores = rng.exponential(size=1000)
+    plain, tailed = ConformalCalibrator(scores), ConformalCalibrator(scores, tail="exponential")
+    inside = np.r_[rng.uniform(-1, scores.max(), 500), scores.max()]
+    np.testing.assert_array_equal(tailed.trust(inside), plain.trust(inside))
+    beyond = scores.max() + np.array([1e-9, 0.5, 1.0, 5.0, 50.0])
+    t = tailed.trust(beyond)
+    # Plain p-values tie at 1/(n+1) beyond the maximum; the tail keeps them apart.
+    assert np.all(plain.trust(beyond) == 1 / 1001)
+    assert t[0] == pytest.approx(1 / 1001) and np.all(np.diff(t) < 0) and t[-1] > 0
+    # An exponential sample's tail scale estimates its mean, 1.
+    assert tailed.tail_scale == pytest.approx(1.0, abs=0.3)
+    np.testing.assert_allclose(t[2] / t[1], np.exp(-0.5 / tailed.tail_scale))
+
+
+def test_tail_scale_by_hand_and_ties() -> None:
+    # n = 20: k = max(10, 5% of 20) = 10 scores over the 11th largest, 10.
+    scores = np.r_[np.zeros(9), 10.0, np.arange(11.0, 21.0)]
+    assert exponential_tail_scale(np.sort(scores)) == pytest.approx(np.mean(np.arange(1, 11)))
+    tied = ConformalCalibrator(np.ones(30), tail="exponential")
+    assert tied.tail_scale == 0.0 and tied.trust([5.0])[0] == pytest.approx(1 / 31)
+
+
+def test_round_trip_keeps_the_tail() -> None:
+    scores = np.random.default_rng(3).standard_normal(200)
+    for tail in ("none", "exponential"):
+        cal = ConformalCalibrator(scores, tail=tail)
+        again = ConformalCalibrator.from_dict(cal.to_dict())
+        probe = np.linspace(-4, 8, 50)
+        np.testing.assert_array_equal(again.trust(probe), cal.trust(probe))
+        assert again.tail == tail
+    # A file written before tails existed has none.
+    assert ConformalCalibrator.from_dict({"sorted_scores": list(scores)}).tail == "none"
+
+
 def test_errors() -> None:
     with pytest.raises(DetectorFitError, match="n-cal"):
         ConformalCalibrator(np.arange(5.0))
@@ -54,3 +90,5 @@ def test_errors() -> None:
         ConformalCalibrator([*range(30), np.nan])
     with pytest.raises(ValueError, match="alpha"):
         flagged([0.5], 1.5)
+    with pytest.raises(ValueError, match="tail"):
+        ConformalCalibrator(np.arange(30.0), tail="pareto")

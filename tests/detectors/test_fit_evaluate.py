@@ -203,7 +203,7 @@ def zoo_copy(tmp_path):
     return tmp_path / "repo", name
 
 
-def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> None:
+def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys, monkeypatch) -> None:
     repo, name = zoo_copy
     common = ["--repo", str(repo), "--data-dir", str(shared_data_dir)]
     assert main(["evaluate", name, *common]) == 2
@@ -226,6 +226,8 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> No
         "5",
         "--views",
         "gga-csm,energy,knn",
+        "--view-tail",
+        "exponential",
     ]
     assert main([*fit, *common]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -237,6 +239,8 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> No
     # Calibrated on the 500 images the card's recipe held out from training.
     assert saved["provenance"]["calibration_inputs"] == "held out from training"
     assert saved["provenance"]["parts"]["cal"]["drawn"] == 100
+    assert all(v["calibration"]["tail"]["kind"] == "exponential" for v in saved["views"].values())
+    assert "tail" not in saved["calibration"]  # the trust score itself stays plainly conformal
     out = tmp_path / "eval"
     args = [
         "evaluate",
@@ -249,11 +253,29 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> No
         "5",
         "--out-dir",
         str(out),
+        "--save-scores",
         *common,
     ]
     assert main(args) == 0
     assert (out / "results.md").is_file() and (out / "roc.png").is_file()
-    assert np.isfinite(json.loads((out / "results.json").read_text())["pooled"][TRUST]["AUROC"])
+    results = json.loads((out / "results.json").read_text())
+    assert np.isfinite(results["pooled"][TRUST]["AUROC"])
+
+    # The saved scores reproduce the report's figures, and the offline comparison reads them.
+    from scripts import fusion_offline
+
+    scores = fusion_offline.load_scores(out / "scores.npz")
+    assert set(scores[TRUST]) == {"clean", "pgd_linf", "noise"}
+    again = fusion_offline.measure(scores[TRUST])
+    assert again["pooled"] == pytest.approx(100 * results["pooled"][TRUST]["AUROC"], abs=0.01)
+    argv = [str(repo / name), str(out / "scores.npz"), "--json", str(tmp_path / "offline.json")]
+    monkeypatch.setattr("sys.argv", ["fusion_offline.py", *argv])
+    fusion_offline.main()
+    printed = capsys.readouterr().out
+    assert "fisher (tail exponential)" in printed and "per-kind floor" in printed
+    offline = json.loads((tmp_path / "offline.json").read_text())
+    assert set(offline["floor_budget"]["per_kind"]) == {"pgd_linf", "noise"}
+    assert 0.0 <= offline["floor_budget"]["union_false_alarms"] <= 0.10
 
 
 def test_cli_fit_without_a_recipe_calibrates_on_training_inputs_and_says_so(

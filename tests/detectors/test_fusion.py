@@ -70,14 +70,16 @@ def test_candidate_subsets_always_hold_a_gga_view():
     assert len(candidate_subsets(("energy", "msp"))) == 3
 
 
-def _scorer(fusion_kind: str, seed: int = 0) -> tuple[TrustScorer, dict]:
+def _scorer(fusion_kind: str, seed: int = 0, tail: str = "exponential") -> tuple[TrustScorer, dict]:
     """A scorer of every view fitted on synthetic clean inputs, with its parts' data."""
     fit = view_inputs(600, False, seed)
     view_cal = view_inputs(300, False, seed + 1)
     tune = view_inputs(300, False, seed + 2)
     untrusted = {"shifted": view_inputs(150, True, seed + 3)}
     views = {n: cls().fit_features(fit) for n, cls in VIEWS.items()}
-    cals = {n: ConformalCalibrator(v.predict_features(view_cal)) for n, v in views.items()}
+    cals = {
+        n: ConformalCalibrator(v.predict_features(view_cal), tail=tail) for n, v in views.items()
+    }
 
     def p(inputs):
         return np.stack([cals[n].trust(v.predict_features(inputs)) for n, v in views.items()], 1)
@@ -98,11 +100,13 @@ def _scorer(fusion_kind: str, seed: int = 0) -> tuple[TrustScorer, dict]:
     return scorer, {"tune": tune, "untrusted": untrusted}
 
 
+@pytest.mark.parametrize("tail", ["none", "exponential"])
 @pytest.mark.parametrize("kind", sorted(FUSIONS))
-def test_fused_trust_is_uniform_on_exchangeable_clean_inputs(kind):
+def test_fused_trust_is_uniform_on_exchangeable_clean_inputs(kind, tail):
     # Calibration and new clean inputs drawn alike: P(trust <= a) <= a for every a, and close
-    # to a; over repeated calibrations the flag rate at alpha averages to alpha or below.
-    scorer, _ = _scorer(kind)
+    # to a; over repeated calibrations the flag rate at alpha averages to alpha or below. The
+    # views' tails change what the fusion sees, never the final calibration's promise.
+    scorer, _ = _scorer(kind, tail=tail)
     rates = []
     grid = np.array([0.05, 0.1, 0.25, 0.5, 0.75])
     for rep in range(20):
@@ -131,6 +135,10 @@ def test_scorer_round_trips_through_detector_json_with_identical_results(tmp_pat
     saved = json.loads((tmp_path / DETECTOR_FILE).read_text())
     assert saved["format_version"] == 2 and set(saved["views"]) == set(VIEW_NAMES)
     assert loaded.summary()["views"] == list(VIEW_NAMES)
+    assert all(v["calibration"]["tail"]["kind"] == "exponential" for v in saved["views"].values())
+    # The shifted inputs lie beyond every view calibration: their p-values go below 1/(n+1).
+    shifted = loaded.evaluate(data["untrusted"]["shifted"]).views
+    assert min(p.min() for p in shifted.values()) < 1 / 301
 
 
 def test_choice_measures_every_method_on_left_out_kinds():
