@@ -255,8 +255,9 @@ def write_report(
     """Write ``results.json``, ``results.md``, ``roc.png`` and ``examples_<kind>.png``.
 
     With ``save_scores``, also ``scores.npz``: every row's outlier score of every input, keyed
-    ``"ROW|KIND"`` (float32), so other fusions and calibrations can be compared offline on the
-    same inputs (``scripts/fusion_offline.py``).
+    ``"ROW|KIND"`` (float64: max softmax saturates near 1 on confident models, and float32 would
+    tie inputs the calibration tells apart), so other fusions and calibrations can be compared
+    offline on the same inputs (``scripts/fusion_offline.py``).
 
     Returns:
         Name -> path of every file written.
@@ -275,7 +276,7 @@ def write_report(
         np.savez_compressed(
             paths["scores"],
             **{
-                f"{row}|{kind}": np.asarray(s, dtype=np.float32)
+                f"{row}|{kind}": np.asarray(s, dtype=np.float64)
                 for row, per_kind in result.scores.items()
                 for kind, s in per_kind.items()
             },

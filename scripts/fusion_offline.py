@@ -42,7 +42,7 @@ def load_scores(path: Path) -> dict[str, dict[str, np.ndarray]]:
     with np.load(path) as npz:
         for key in npz.files:
             row, kind = key.split("|")
-            scores.setdefault(row, {})[kind] = npz[key].astype(np.float64)
+            scores.setdefault(row, {})[kind] = npz[key]
     return scores
 
 
@@ -124,6 +124,17 @@ def main() -> None:
                 {k: fusion.statistic(p[:, cols]) for k, p in p_values.items()}
             )
 
+    # The shipped fusion recomputed from the saved view scores must give back the evaluation's
+    # own trust score: a check that this script scores inputs as the service does.
+    tail = next(iter(scorer.view_calibrators.values())).tail if scorer.view_calibrators else ""
+    recomputed = rows.get(f"shipped {scorer.fusion.kind} (tail {tail})")
+    shipped = rows["shipped trust score"]["pooled"]
+    if recomputed and abs(recomputed["pooled"] - shipped) > 0.05:
+        sys.stderr.write(
+            "warning: the shipped fusion recomputed from scores.npz gives pooled AUROC "
+            f"{recomputed['pooled']:.2f}, the evaluation {shipped:.2f}; was scores.npz written "
+            "by an older gga evaluate (float32 scores)?\n"
+        )
     shown = [k for k in kinds if k != "clean"]
     best = {k: max(rows[f"view {v}"][k] for v in views) for k in shown}
     width = max(len(r) for r in rows)

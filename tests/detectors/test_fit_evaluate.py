@@ -271,9 +271,13 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys, monke
     argv = [str(repo / name), str(out / "scores.npz"), "--json", str(tmp_path / "offline.json")]
     monkeypatch.setattr("sys.argv", ["fusion_offline.py", *argv])
     fusion_offline.main()
-    printed = capsys.readouterr().out
-    assert "fisher (tail exponential)" in printed and "per-kind floor" in printed
+    printed = capsys.readouterr()
+    assert "fisher (tail exponential)" in printed.out and "per-kind floor" in printed.out
+    # The shipped fusion recomputed from the saved scores gives the evaluation's trust score.
+    assert "warning" not in printed.err
+    shipped = f"shipped {saved['fusion']['kind']} (tail exponential)"
     offline = json.loads((tmp_path / "offline.json").read_text())
+    assert offline["rows"][shipped] == pytest.approx(offline["rows"]["shipped trust score"])
     assert set(offline["floor_budget"]["per_kind"]) == {"pgd_linf", "noise"}
     assert 0.0 <= offline["floor_budget"]["union_false_alarms"] <= 0.10
 
