@@ -34,6 +34,8 @@ ORDER = (
     "fashion-mnist-cnn-pgd",
     "mnist-lenet-low",
     "mnist-lenet-high",
+    "cifar10-resnet20",
+    "cifar10-resnet20-at",
 )
 TRUST = "trust score"
 BASELINES = ("max softmax", "ODIN", "energy", "Mahalanobis", "k-NN", "GradNorm")
