@@ -77,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
     train = load_dataset(card.dataset, "train", data_dir=args.data_dir)
     x_train, y_train = train.float(), train.y
     if args.split == "test":
-        test = load_dataset(card.dataset, "test", data_dir=args.data_dir)
+        # limit: the first n of MNIST's shuffled files, but a seeded class-balanced subset of
+        # CIFAR-10's image folder, which is stored class by class (its first 1,000 test images
+        # are all airplanes).
+        test = load_dataset(
+            card.dataset, "test", data_dir=args.data_dir, limit=args.n, seed=args.seed
+        )
         x_eval, y_eval = test.float(), test.y
     else:
         split = evaluation_split(card.recipe, y_train, args.seed)
