@@ -60,17 +60,6 @@ def run(args: argparse.Namespace) -> int:
     from models.splits import evaluation_split
 
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else ALL_KINDS
-    cfg = EvalConfig(
-        n=args.n,
-        n_slow=args.n_slow,
-        seed=args.seed,
-        eps_linf=args.eps,
-        pgd_steps=args.pgd_steps,
-        csa_steps=args.csa_steps,
-        kinds=kinds,
-        n_baseline_fit=args.n_baseline_fit,
-        split=args.split,
-    )
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card
     scorer = TrustScorer.load(loaded.path, card.weights_sha256, card.name)
@@ -79,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
     if args.split == "test":
         # limit: the first n of MNIST's shuffled files, but a seeded class-balanced subset of
         # CIFAR-10's image folder, which is stored class by class (its first 1,000 test images
-        # are all airplanes).
+        # are all airplanes); test.drawn says which.
         test = load_dataset(
             card.dataset, "test", data_dir=args.data_dir, limit=args.n, seed=args.seed
         )
-        x_eval, y_eval = test.float(), test.y
+        x_eval, y_eval, drawn = test.float(), test.y, test.drawn
     else:
         split = evaluation_split(card.recipe, y_train, args.seed)
         if split is None:
@@ -94,6 +83,19 @@ def run(args: argparse.Namespace) -> int:
         held_out, trained_on = split  # the baselines are fitted on trained-on images only
         x_eval, y_eval = x_train[held_out], y_train[held_out]
         x_train, y_train = x_train[trained_on], y_train[trained_on]
+        drawn = f"shuffled with seed {args.seed}, the first {min(args.n, len(held_out))}"
+    cfg = EvalConfig(
+        n=args.n,
+        n_slow=args.n_slow,
+        seed=args.seed,
+        eps_linf=args.eps,
+        pgd_steps=args.pgd_steps,
+        csa_steps=args.csa_steps,
+        kinds=kinds,
+        n_baseline_fit=args.n_baseline_fit,
+        split=args.split,
+        drawn=drawn,
+    )
     result = evaluate_model(
         loaded.module,
         scorer,

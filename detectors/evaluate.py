@@ -216,6 +216,8 @@ class EvalConfig:
         split: where the clean inputs come from, for the report: ``"test"`` (to report numbers)
             or ``"held-out"`` (training images the model never trained on: to choose between
             detector settings without looking at the test set).
+        drawn: which of the split's images are the clean inputs, in words, for the report
+            (``Dataset.drawn``, e.g. ``"a class-balanced subset, seed 0"``).
     """
 
     n: int = 1000
@@ -231,6 +233,7 @@ class EvalConfig:
     strategy: str = "auto"
     examples: int = 4
     split: str = "test"
+    drawn: str = "chosen by the caller"
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:

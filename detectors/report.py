@@ -63,19 +63,13 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
         lines += ["```", command, "```", ""]
     fa = r.false_alarm
     source = SPLITS[r.config.get("split", "test")]
-    # gga evaluate reads test images through load_dataset's limit: a prefix of the shuffled
-    # IDX/npz files, a seeded class-balanced subset of an image folder (CIFAR-10).
-    which = (
-        f"a class-balanced subset of {r.n_clean}"
-        if r.dataset == "cifar10" and source == "test"
-        else f"first {r.n_clean}"
-    )
+    drawn = r.config.get("drawn", "chosen by the caller")
     lines += [
         f"Trust score: {_detector_phrase(r.detector)}, views fitted on "
         f"{r.detector.get('n_fit')} and the trust score calibrated on "
         f"{r.detector.get('n_cal')} correctly classified training inputs "
         f"({_calibration_source(r.detector)}seed "
-        f"{r.detector.get('seed')}). Evaluation: {which} {source} inputs, "
+        f"{r.detector.get('seed')}). Evaluation: {r.n_clean} {source} inputs ({drawn}), "
         f"{100 * r.clean_accuracy:.1f}% correct; the {fa['n']} correct ones are the positives. "
         f"Seed {r.config['seed']}; eps l∞ {r.eps['linf']:.4g}, l2 {r.eps['l2']:.4g}; PGD "
         f"{r.config['pgd_steps']} steps of eps/4; L-BFGS and CSA on the first "

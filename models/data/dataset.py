@@ -1,10 +1,15 @@
 """The in-memory data set every reader returns: uint8 pixels, int64 labels, class names."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
+
+
+def first_in_file_order(n: int) -> str:
+    """``Dataset.drawn`` of a reader that kept the first ``n`` images of a file."""
+    return f"the first {n} in file order"
 
 
 @dataclass(frozen=True)
@@ -19,12 +24,15 @@ class Dataset:
         y: int64 labels, (N,), each in ``range(len(class_names))``.
         class_names: name of each label.
         name: where the data came from (a registered name like ``"mnist"``, or a file name).
+        drawn: which of the split's images these are, in words, for reports: ``"all"``, ``"the
+            first 1000 in file order"`` or ``"a class-balanced subset, seed 0"``.
     """
 
     x: Tensor
     y: Tensor
     class_names: tuple[str, ...]
     name: str
+    drawn: str = "all"
 
     def __post_init__(self) -> None:
         # Readers build these from checked files, so a failure here is a bug, not a user error.
@@ -52,7 +60,10 @@ class Dataset:
 
     def head(self, n: int) -> "Dataset":
         """The first ``n`` images (all of them if there are fewer)."""
-        return self.subset(torch.arange(min(n, len(self))))
+        if n >= len(self):
+            return self
+        drawn = first_in_file_order(n) if self.drawn == "all" else f"the first {n} of {self.drawn}"
+        return replace(self.subset(torch.arange(n)), drawn=drawn)
 
     def subset(self, idx: Tensor | Sequence[int]) -> "Dataset":
         """The images at positions ``idx``, in that order.
@@ -61,10 +72,10 @@ class Dataset:
             idx: integer indices (a tensor, list or range).
 
         Returns:
-            A new ``Dataset`` with the same class names and name.
+            A new ``Dataset`` with the same class names and name, drawn "chosen by index".
         """
         index = torch.as_tensor(idx, dtype=torch.long)
-        return Dataset(self.x[index], self.y[index], self.class_names, self.name)
+        return Dataset(self.x[index], self.y[index], self.class_names, self.name, "chosen by index")
 
     def class_counts(self) -> list[int]:
         """Number of images of each class, indexed by label."""

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from models.data.dataset import Dataset
+from models.data.dataset import Dataset, first_in_file_order
 from models.errors import DataError
 
 IMAGES_MAGIC = 2051
@@ -154,4 +154,5 @@ def read_idx_split(
         )
     x = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, H, W); copy: frombuffer is read-only
     y = torch.from_numpy(labels.astype(np.int64))
-    return Dataset(x, y, class_names, name)
+    drawn = "all" if len(y) == n_labels else first_in_file_order(len(y))
+    return Dataset(x, y, class_names, name, drawn)

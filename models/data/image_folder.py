@@ -132,7 +132,9 @@ def read_image_folder(
             f"classes {list(names)}"
         )
     labels = torch.tensor([names.index(e[0]) for e in entries], dtype=torch.long)
-    if limit is not None:
+    drawn = "all"
+    if limit is not None and limit < len(entries):
+        drawn = f"a class-balanced subset, seed {seed}"
         keep = stratified_indices(labels, limit, seed)
         entries = [entries[i] for i in keep.tolist()]
         labels = labels[keep]
@@ -152,4 +154,4 @@ def read_image_folder(
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
     else:
         x = torch.from_numpy(np.stack(arrays)).unsqueeze(1)  # (N, 1, H, W)
-    return Dataset(x, labels, names, name or source.name)
+    return Dataset(x, labels, names, name or source.name, drawn)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.data.dataset import Dataset
+from models.data.dataset import Dataset, first_in_file_order
 from models.errors import DataError
 
 
@@ -86,8 +86,10 @@ def read_npz(
         raise DataError(f"{path}: y must be a 1-D integer array, got {y.dtype} {y.shape}")
     if len(x) != len(y):
         raise DataError(f"{path}: x holds {len(x)} images but y holds {len(y)} labels")
-    if limit is not None:
+    drawn = "all"
+    if limit is not None and limit < len(y):
         x, y = x[:limit], y[:limit]
+        drawn = first_in_file_order(limit)
     x = _to_uint8(_to_nchw(x, path), path)
     if class_names is None:
         if stored_names is not None:
@@ -103,4 +105,5 @@ def read_npz(
         torch.from_numpy(y.astype(np.int64)),
         class_names,
         name or path.name,
+        drawn,
     )

@@ -95,6 +95,7 @@ def test_fit_then_evaluate_the_fused_score_beats_its_best_view(
         kinds=("pgd_linf", "pgd_linf_min", "rotation", "ood_noise", "ood_photos", "ood_dataset"),
         strategy="vmap",
         examples=2,
+        drawn="the tiny fixture's test images",
     )
     result = evaluate_model(
         t.model,
@@ -125,6 +126,7 @@ def test_fit_then_evaluate_the_fused_score_beats_its_best_view(
     assert data["pooled"][TRUST]["AUROC"] == pytest.approx(result.pooled[TRUST]["AUROC"])
     report = paths["markdown"].read_text()
     assert f"| **{TRUST}** |" in report and "| k-NN |" in report and "mean rank" in report
+    assert f"Evaluation: {result.n_clean} test inputs (the tiny fixture's test images)" in report
     assert paths["roc"].stat().st_size > 0 and paths["examples_pgd_linf"].stat().st_size > 0
 
 
@@ -260,6 +262,7 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys, monke
     assert (out / "results.md").is_file() and (out / "roc.png").is_file()
     results = json.loads((out / "results.json").read_text())
     assert np.isfinite(results["pooled"][TRUST]["AUROC"])
+    assert results["config"]["drawn"] == "the first 40 in file order"  # MNIST's shuffled files
 
     # The saved scores reproduce the report's figures, and the offline comparison reads them.
     from scripts import fusion_offline
@@ -321,7 +324,9 @@ def test_cli_evaluate_on_held_out_training_images(
     assert main([*args, "--out-dir", str(out), *common]) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["config"]["split"] == "held-out"
-    assert "first 60 held-out training inputs" in (out / "results.md").read_text()
+    assert result["config"]["drawn"] == "shuffled with seed 0, the first 60"
+    report = (out / "results.md").read_text()
+    assert "60 held-out training inputs (shuffled with seed 0, the first 60)" in report
     # The clean inputs are the card's held-out images in the seeded order, not test images.
     loaded = ModelRepository(repo).load(name)
     train = load_dataset("mnist", "train", data_dir=shared_data_dir)

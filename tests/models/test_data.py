@@ -121,7 +121,7 @@ def test_real_fashion_mnist_test_and_a_limited_train_read(shared_data_dir):
 def test_real_cifar10_from_the_tarball_balanced_subset(shared_data_dir):
     data = load_dataset("cifar10", "test", data_dir=shared_data_dir, limit=200)
     assert data.x.shape == (200, 3, 32, 32) and data.x.dtype == torch.uint8
-    assert data.class_counts() == [20] * 10
+    assert data.class_counts() == [20] * 10 and data.drawn == "a class-balanced subset, seed 0"
     assert data.class_names == DATASETS["cifar10"].class_names
     assert data.class_names[0] == "airplane" and data.class_names[9] == "truck"
     # Natural photos: channel means near the test set's (126.0, 123.7, 114.8), blue lowest.
@@ -139,7 +139,10 @@ def test_idx_round_trip_gzipped_and_plain(tmp_path, gz):
     data = read_idx_split(tmp_path, "test", class_names=DIGITS, name="t")
     assert torch.equal(data.x[:, 0], torch.from_numpy(images))
     assert data.y.tolist() == labels.tolist()
-    assert len(read_idx_split(tmp_path, "test", class_names=DIGITS, name="t", limit=5)) == 5
+    head = read_idx_split(tmp_path, "test", class_names=DIGITS, name="t", limit=5)
+    assert len(head) == 5 and head.drawn == "the first 5 in file order" and data.drawn == "all"
+    everything = read_idx_split(tmp_path, "test", class_names=DIGITS, name="t", limit=len(labels))
+    assert everything.drawn == "all"
 
 
 def test_idx_truncated_gzip_names_the_file(tmp_path):
@@ -232,6 +235,8 @@ def test_image_folder_limit_is_a_balanced_seeded_subset(tmp_path):
     write_tree_tar(tarball, {"test": image_tree({"a": 10, "b": 10, "c": 2})})
     data = read_image_folder(tarball, "test", limit=9, seed=3)
     assert data.class_counts() == [4, 3, 2]  # c runs out, a and b fill in
+    assert data.drawn == "a class-balanced subset, seed 3"
+    assert read_image_folder(tarball, "test", limit=22).drawn == "all"
     assert torch.equal(read_image_folder(tarball, "test", limit=9, seed=3).x, data.x)
 
 
@@ -296,6 +301,8 @@ def test_npz_class_names_and_limit(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 1, 0]), class_names=np.array(["no", "yes"]))
     data = read_npz(tmp_path / "d.npz", limit=3)
     assert data.class_names == ("no", "yes") and len(data) == 3
+    assert data.drawn == "the first 3 in file order"
+    assert read_npz(tmp_path / "d.npz", limit=4).drawn == "all"
 
 
 @pytest.mark.parametrize(
@@ -376,6 +383,9 @@ def test_dataset_head_subset_and_stratified_indices():
     y = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)
     data = Dataset(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1), y, ("a", "b", "c"), "d")
     assert data.head(3).x.flatten().tolist() == [0, 1, 2] and len(data.head(99)) == 10
+    assert data.head(3).drawn == "the first 3 in file order" and data.head(99).drawn == "all"
+    assert data.head(3).head(2).drawn == "the first 2 of the first 3 in file order"
+    assert data.subset([9, 0]).drawn == "chosen by index"
     assert data.subset([9, 0]).y.tolist() == [2, 0]
     idx = stratified_indices(y, 7, seed=1)
     assert torch.bincount(y[idx], minlength=3).tolist() == [3, 3, 1]
