@@ -13,6 +13,11 @@ TNR at 5%; and the share of clean inputs that those views flag together at those
 that union exceeds alpha, a trust score that flags an input whenever one of its views finds it
 unusual enough cannot keep every kind within 10 points at alpha = 5%.
 
+``--subset gga-csm+knn+mahalanobis`` (repeatable) adds each rule over those views only;
+``--median-p`` prints each view's median p-value per kind: how far beyond the clean inputs a view
+puts a kind, which decides whether a rule over several views, each cut lower than alpha, still
+flags it.
+
 This is analysis on the evaluation's inputs (the test set, unless the evaluation ran with
 ``--split held-out``): use it to understand the rules, never to pick a model's fusion, which
 ``gga fit`` chooses on held-out training images.
@@ -97,12 +102,25 @@ def main() -> None:
     p.add_argument("model_dir", type=Path, help="folder holding detector.json")
     p.add_argument("scores", type=Path, help="scores.npz from gga evaluate --save-scores")
     p.add_argument("--json", type=Path, help="also write the table here")
+    p.add_argument(
+        "--subset",
+        action="append",
+        default=[],
+        metavar="VIEW+VIEW",
+        help="also fuse only these views, with each rule (repeatable)",
+    )
+    p.add_argument("--median-p", action="store_true", help="print each view's median p-value")
     args = p.parse_args()
 
     scorer = TrustScorer.load(args.model_dir, None)
     raw = load_scores(args.scores)
     views = [v for v in scorer.views if view_row(v) in raw]
     kinds = list(raw[view_row(views[0])])
+    subsets = [tuple(s.split("+")) for s in args.subset]
+    for subset in subsets:
+        unknown = sorted(set(subset) - set(views))
+        if unknown:
+            p.error(f"--subset names views {unknown} not in this detector; it has {views}")
     rows: dict[str, dict[str, float]] = {}
     rows["shipped trust score"] = measure(raw["trust score"])
     for name in views:
@@ -115,7 +133,10 @@ def main() -> None:
         p_values = {
             k: np.stack([cals[v].trust(raw[view_row(v)][k]) for v in views], 1) for k in kinds
         }
-        fusions = {rule: FUSIONS[rule](tuple(views)) for rule in ("fisher", "cauchy", "tippett")}
+        rules = ("fisher", "cauchy", "tippett")
+        fusions = {rule: FUSIONS[rule](tuple(views)) for rule in rules}
+        for subset in subsets:
+            fusions |= {f"{rule} {'+'.join(subset)}": FUSIONS[rule](subset) for rule in rules}
         if scorer.fusion.kind in FUSIONS:  # the shipped fusion, its weights unchanged
             fusions[f"shipped {scorer.fusion.kind}"] = scorer.fusion
         for label, fusion in fusions.items():
@@ -144,6 +165,14 @@ def main() -> None:
         gap = max(best[k] - m[k] for k in shown)
         cells = "  ".join(f"{m[k]:9.1f}" for k in shown)
         sys.stdout.write(f"{name:{width}}  {m['pooled']:6.1f}  {cells}  {gap:9.1f}\n")
+
+    if args.median_p:
+        sys.stdout.write("\nmedian p-value per view and kind (view calibration, tail none)\n")
+        sys.stdout.write(f"{'':{width}}  " + "  ".join(f"{k[:9]:>9}" for k in kinds) + "\n")
+        for v in views:
+            cal = ConformalCalibrator(scorer.view_calibrators[v].sorted_scores)
+            cells = "  ".join(f"{np.median(cal.trust(raw[view_row(v)][k])):9.3f}" for k in kinds)
+            sys.stdout.write(f"{'view ' + v:{width}}  {cells}\n")
 
     per_kind, need, union = floor_budget({v: raw[view_row(v)] for v in views}, shown)
     sys.stdout.write("\nper-kind floor: the best view per kind, and the clean share it must flag\n")

@@ -272,15 +272,31 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys, monke
     again = fusion_offline.measure(scores[TRUST])
     assert again["pooled"] == pytest.approx(100 * results["pooled"][TRUST]["AUROC"], abs=0.01)
     argv = [str(repo / name), str(out / "scores.npz"), "--json", str(tmp_path / "offline.json")]
+    argv += ["--subset", "gga-csm+knn", "--median-p"]
     monkeypatch.setattr("sys.argv", ["fusion_offline.py", *argv])
     fusion_offline.main()
     printed = capsys.readouterr()
     assert "fisher (tail exponential)" in printed.out and "per-kind floor" in printed.out
+    # Clean test inputs (the first column) sit mid-calibration, median p near 0.5, in every view.
+    medians = {
+        line.split()[1]: [float(c) for c in line.split()[2:]]
+        for line in printed.out.splitlines()
+        if line.startswith("view ") and len(line.split()) == 5 and "." in line.split()[2]
+    }
+    assert set(medians) == {"gga-csm", "energy", "knn"}
+    assert all(0.3 < m[0] < 0.7 for m in medians.values()), medians
     # The shipped fusion recomputed from the saved scores gives the evaluation's trust score.
     assert "warning" not in printed.err
     shipped = f"shipped {saved['fusion']['kind']} (tail exponential)"
     offline = json.loads((tmp_path / "offline.json").read_text())
     assert offline["rows"][shipped] == pytest.approx(offline["rows"]["shipped trust score"])
+    assert {"fisher gga-csm+knn (tail none)", "tippett gga-csm+knn (tail none)"} <= set(
+        offline["rows"]
+    )
+    monkeypatch.setattr("sys.argv", ["fusion_offline.py", *argv[:2], "--subset", "gga-csm+nope"])
+    with pytest.raises(SystemExit):
+        fusion_offline.main()
+    assert "['nope'] not in this detector" in capsys.readouterr().err
     assert set(offline["floor_budget"]["per_kind"]) == {"pgd_linf", "noise"}
     assert 0.0 <= offline["floor_budget"]["union_false_alarms"] <= 0.10
 
