@@ -51,6 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-rescale", action="store_true", help="same as --rescale off")
     p.add_argument(
+        "--criterion",
+        choices=("auroc", "tnr"),
+        default="auroc",
+        help="what the choice of fusion and rescaling maximises over the left-out kinds: their "
+        "mean AUROC (auroc, the default) or the mean share flagged at --alpha (tnr, the "
+        "threshold where the service works; docs/detectors.md)",
+    )
+    p.add_argument(
         "--view-tail",
         choices=TAILS,
         default="none",
@@ -96,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         views=args.views,
         fusion=args.fusion,
         rescale="off" if args.no_rescale else args.rescale,
+        criterion=args.criterion,
         view_tail=args.view_tail,
         n_fit=args.n_fit,
         n_view_cal=args.n_view_cal,
@@ -172,7 +181,8 @@ def _report(name: str, scorer, path) -> None:
     fusion = p["choices"]["fusion"]
     sys.stdout.write(
         f"{name}: views {','.join(scorer.view_names)} fused by {fusion['chosen']} "
-        f"(left-out-kind AUROC {fusion['scores'][fusion['chosen']]:.3f}; logits "
+        f"(left-out-kind {fusion.get('criterion_name', 'auroc')} "
+        f"{fusion['scores'][fusion['chosen']]:.3f}; logits "
         f"{'rescaled' if p['choices']['rescale_logits']['chosen'] else 'not rescaled'}); "
         f"views fitted on {p['n_fit']} images, calibrated on {p['n_cal']} "
         f"({p['calibration_inputs']}) in {p['seconds']:.0f} s; alpha {scorer.alpha}; "

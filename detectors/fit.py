@@ -42,7 +42,7 @@ from detectors.collect import collect_view_inputs
 from detectors.engine import EngineOptions, GradientEngine
 from detectors.fusion import FUSIONS
 from detectors.pipeline import engine_options_dict
-from detectors.selection import FusionChoice, Method, choose_fusion, default_methods
+from detectors.selection import CRITERIA, FusionChoice, Method, choose_fusion, default_methods
 from detectors.trust import TrustScorer
 from detectors.untrusted import TRAINING_KINDS, make_training_untrusted
 from detectors.views import VIEWS, View, ViewInputs, ViewUnavailableError, available_views
@@ -72,6 +72,9 @@ class FitConfig:
             by measurement (``detectors.selection``).
         rescale: the reference code's logit rescaling before the GGA loss: ``"auto"`` chooses
             by measurement on the tune part, ``"on"``/``"off"`` force it.
+        criterion: what the choices of fusion and rescaling maximise
+            (``detectors.selection.CRITERIA``): ``"auroc"`` or ``"tnr"`` (share flagged at
+            alpha).
         view_tail: each view's p-value beyond its calibration maximum
             (``detectors.calibration``): ``"none"`` floors it at ``1/(n+1)``, ``"exponential"``
             extrapolates (measured in docs/detectors.md: it barely moves the chosen fusions).
@@ -95,6 +98,7 @@ class FitConfig:
     views: tuple[str, ...] | None = None
     fusion: str | None = None
     rescale: str = "auto"
+    criterion: str = "auroc"
     view_tail: str = "none"
     n_fit: int = 10_000
     n_view_cal: int = 1_000
@@ -126,6 +130,10 @@ class FitConfig:
         if self.view_tail not in TAILS:
             raise DetectorFitError(
                 f"view_tail must be one of {', '.join(TAILS)}, got {self.view_tail!r}"
+            )
+        if self.criterion not in CRITERIA:
+            raise DetectorFitError(
+                f"criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}"
             )
         if self.rescale not in RESCALE_CHOICES:
             raise DetectorFitError(
@@ -326,13 +334,20 @@ def _fit_candidate(
     untrusted_p = {k: p_values(collect(x, k)) for k, x in untrusted.items() if len(x)}
     methods = default_methods() if config.fusion is None else (Method(config.fusion, "all"),)
     choice = choose_fusion(
-        view_names, p_values(tune), untrusted_p, methods=methods, seed=config.seed
+        view_names,
+        p_values(tune),
+        untrusted_p,
+        methods=methods,
+        seed=config.seed,
+        criterion=config.criterion,
+        alpha=config.alpha,
     )
     logger.info(
-        "fit (%s): fusion %s over %s, left-out-kind AUROC %.4f",
+        "fit (%s): fusion %s over %s, left-out-kind %s %.4f",
         tag,
         choice.method,
         ",".join(choice.fusion.views),
+        config.criterion,
         choice.scores[choice.method],
     )
     counts = {"fit": len(fit), "view_cal": len(view_cal), "tune": len(tune)}

@@ -193,6 +193,8 @@ def test_unknown_views_and_fusions_are_named() -> None:
         FitConfig(fusion="mean")
     with pytest.raises(DetectorFitError, match="rescale must be one of"):
         FitConfig(rescale="maybe")
+    with pytest.raises(DetectorFitError, match="criterion must be one of auroc, tnr"):
+        FitConfig(criterion="accuracy")
 
 
 @pytest.fixture

@@ -9,7 +9,14 @@ import pytest
 from detectors.calibration import ConformalCalibrator
 from detectors.fusion import FUSIONS, LogisticFusion, SingleFusion, fusion_from_dict
 from detectors.persistence import DETECTOR_FILE
-from detectors.selection import GGA_VIEWS, Method, auroc, candidate_subsets, choose_fusion
+from detectors.selection import (
+    GGA_VIEWS,
+    Method,
+    auroc,
+    candidate_subsets,
+    choose_fusion,
+    flagged_share,
+)
 from detectors.trust import TrustScorer
 from detectors.views import VIEWS
 from tests.detectors.synthetic import view_inputs
@@ -170,6 +177,48 @@ def choice_methods():
     from detectors.selection import default_methods
 
     return default_methods()
+
+
+def test_flagged_share_counts_what_scores_above_the_clean_quantile():
+    clean = np.arange(100.0)  # its 95% quantile (the higher order statistic) is 95
+    assert flagged_share(clean, np.array([94.5, 95.0, 95.5, 200.0]), 0.05) == 0.5
+    assert flagged_share(clean, np.array([1.0, 2.0]), 0.05) == 0.0
+    assert np.isnan(flagged_share(clean, np.array([]), 0.05))
+
+
+def _one_view_or_all_a_little(rng, n=400):
+    """Clean inputs and two families of untrusted kind over four views.
+
+    "one": a single view is sure (p = 0.002) while the others find the input typical, as the
+    Mahalanobis view saw PGD on the standard CIFAR-10 model. "many1"/"many2": every view finds
+    the input a little unusual (p between 0.1 and 0.4). Fisher ranks the "many" kinds above most
+    clean inputs (a good AUROC) but flags almost none of them at alpha; Tippett flags every "one"
+    input and ranks the "many" kinds at chance.
+    """
+    views = ("gga-csm", "energy", "knn", "mahalanobis")
+    clean = {v: rng.uniform(0, 1, n) for v in views}
+    one = {v: rng.uniform(0.9, 1.0, n) for v in views}
+    one["mahalanobis"] = np.full(n, 0.002)
+    untrusted = {"one": one}
+    for kind in ("many1", "many2"):
+        untrusted[kind] = {v: rng.uniform(0.1, 0.4, n) for v in views}
+    return views, clean, untrusted
+
+
+def test_the_criterion_decides_between_ranking_and_flagging():
+    views, clean, untrusted = _one_view_or_all_a_little(np.random.default_rng(0))
+    methods = (Method("fisher"), Method("tippett"))
+    by_auroc = choose_fusion(views, clean, untrusted, methods=methods)
+    by_flags = choose_fusion(views, clean, untrusted, methods=methods, criterion="tnr", alpha=0.05)
+    assert by_auroc.method == "fisher"
+    assert by_flags.method == "tippett"
+    # The tnr scores are shares flagged at alpha on the left-out kind.
+    assert by_flags.per_kind["tippett"]["one"] == 1.0
+    assert by_flags.per_kind["fisher"]["many1"] < 0.1
+    assert by_flags.to_dict()["criterion_name"] == "tnr"
+    assert "flagged at alpha" in by_flags.to_dict()["criterion"]
+    with pytest.raises(ValueError, match="unknown criterion"):
+        choose_fusion(views, clean, untrusted, methods=methods, criterion="accuracy")
 
 
 def test_choice_needs_two_kinds():
