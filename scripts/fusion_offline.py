@@ -97,6 +97,13 @@ def floor_budget(
     return per_kind, need, float(flagged.mean())
 
 
+def flag_threshold(calibrator: ConformalCalibrator, alpha: float) -> float | None:
+    """The smallest calibration score that, exceeded, the fused calibration flags at alpha."""
+    scores = np.asarray(calibrator.sorted_scores, dtype=np.float64)
+    flagged = scores[calibrator.trust(scores + 1e-9) < alpha]
+    return float(flagged.min()) if len(flagged) else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model_dir", type=Path, help="folder holding detector.json")
@@ -110,6 +117,15 @@ def main() -> None:
         help="also fuse only these views, with each rule (repeatable)",
     )
     p.add_argument("--median-p", action="store_true", help="print each view's median p-value")
+    p.add_argument(
+        "--below",
+        type=float,
+        action="append",
+        default=[],
+        metavar="P",
+        help="print the share of each view's p-values below P per kind (repeatable); with "
+        "the shipped Tippett fusion, also the view p-value its flag at alpha amounts to",
+    )
     args = p.parse_args()
 
     scorer = TrustScorer.load(args.model_dir, None)
@@ -172,6 +188,22 @@ def main() -> None:
         for v in views:
             cal = ConformalCalibrator(scorer.view_calibrators[v].sorted_scores)
             cells = "  ".join(f"{np.median(cal.trust(raw[view_row(v)][k])):9.3f}" for k in kinds)
+            sys.stdout.write(f"{'view ' + v:{width}}  {cells}\n")
+
+    cut = flag_threshold(scorer.calibrator, scorer.alpha)
+    if scorer.fusion.kind == "tippett" and args.below and cut is not None:
+        # Tippett's statistic is -log of the smallest view p-value, so the fused flag is a cut
+        # on that p-value.
+        sys.stdout.write(
+            f"\nthe shipped tippett flags (alpha {scorer.alpha}) where the smallest view "
+            f"p-value is below {np.exp(-cut):.4f}\n"
+        )
+    for level in args.below:
+        sys.stdout.write(f"\nshare of each view's p-values below {level} (view calibration)\n")
+        sys.stdout.write(f"{'':{width}}  " + "  ".join(f"{k[:9]:>9}" for k in kinds) + "\n")
+        for v in views:
+            view_p = {k: scorer.view_calibrators[v].trust(raw[view_row(v)][k]) for k in kinds}
+            cells = "  ".join(f"{np.mean(view_p[k] < level):9.3f}" for k in kinds)
             sys.stdout.write(f"{'view ' + v:{width}}  {cells}\n")
 
     per_kind, need, union = floor_budget({v: raw[view_row(v)] for v in views}, shown)

@@ -3,7 +3,19 @@
 import numpy as np
 import pytest
 
-from scripts.fusion_offline import floor_budget, tnr_at_fpr
+from detectors.calibration import ConformalCalibrator
+from scripts.fusion_offline import flag_threshold, floor_budget, tnr_at_fpr
+
+
+def test_flag_threshold_is_the_score_past_which_trust_falls_below_alpha() -> None:
+    calibrator = ConformalCalibrator(np.arange(1.0, 100.0))  # 99 scores
+    # trust(s) = (1 + #{scores >= s}) / 100: just past 96, three scores remain (trust 0.04).
+    cut = flag_threshold(calibrator, 0.05)
+    assert cut == 96.0
+    assert calibrator.trust(np.array([cut + 0.5]))[0] < 0.05
+    assert calibrator.trust(np.array([cut - 0.5]))[0] >= 0.05
+    # 20 scores cannot give a trust below 1/21: nothing is flagged at alpha 1%.
+    assert flag_threshold(ConformalCalibrator(np.arange(1.0, 21.0)), 0.01) is None
 
 
 def test_floor_budget_measures_the_share_each_kind_needs_and_their_union() -> None:
