@@ -12,6 +12,7 @@ from pathlib import Path
 from detectors.calibration import DEFAULT_ALPHA, TAILS
 from detectors.fit import RESCALE_CHOICES
 from detectors.fusion import FUSIONS
+from detectors.selection import CRITERIA
 from detectors.views import VIEWS
 
 
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-rescale", action="store_true", help="same as --rescale off")
     p.add_argument(
         "--criterion",
-        choices=("auroc", "tnr"),
+        choices=tuple(CRITERIA),
         default="auroc",
         help="what the choice of fusion and rescaling maximises over the left-out kinds: their "
         "mean AUROC (auroc, the default) or the mean share flagged at --alpha (tnr, the "

@@ -6,7 +6,7 @@ logistic fusion learns its weights. Methods that learn anything from untrusted i
 scored by **leave-one-kind-out**: for each kind of untrusted input (``detectors.untrusted``),
 the method learns on the other kinds and is measured on the one it never saw, against clean
 inputs it did not learn from. That is the question a user cares about: how well the trust score
-catches a kind of input nobody prepared it for. A method's score is its mean AUROC over the
+catches a kind of input nobody prepared it for. A method's score is its mean measure over the
 left-out kinds; the best method is then learnt again on every kind.
 
 What "does best" means is the *criterion*. ``auroc`` (the default) ranks: how often an untrusted
@@ -56,12 +56,6 @@ def flagged_share(trusted: np.ndarray, untrusted: np.ndarray, alpha: float) -> f
         return float("nan")
     threshold = np.quantile(trusted, 1.0 - alpha, method="higher")
     return float(np.mean(untrusted > threshold))
-
-
-def _measure(criterion: str, trusted: np.ndarray, untrusted: np.ndarray, alpha: float) -> float:
-    if criterion == "tnr":
-        return flagged_share(trusted, untrusted, alpha)
-    return auroc(trusted, untrusted)
 
 
 @dataclass(frozen=True)
@@ -149,11 +143,15 @@ class _Data:
 
 @dataclass(frozen=True)
 class _Criterion:
+    """One left-out kind's measure: ``auroc``, or ``tnr`` (the share flagged at ``alpha``)."""
+
     name: str = "auroc"
     alpha: float = 0.05
 
     def __call__(self, trusted: np.ndarray, untrusted: np.ndarray) -> float:
-        return _measure(self.name, trusted, untrusted, self.alpha)
+        if self.name == "tnr":
+            return flagged_share(trusted, untrusted, self.alpha)
+        return auroc(trusted, untrusted)
 
 
 def _learn(
