@@ -1,6 +1,8 @@
 """The shipped zoo: every model loads, keeps its card's accuracy, exports to ONNX, and its
 trust score flags about alpha of clean inputs."""
 
+import math
+
 import pytest
 import torch
 
@@ -43,7 +45,13 @@ def test_accuracy_matches_the_card(zoo_model, test_slice):
     with torch.no_grad():
         accuracy = (zoo_model.module(x).argmax(1) == y).float().mean().item()
     claimed = zoo_model.card.metrics["test_accuracy"]
-    assert abs(accuracy - claimed) <= 0.015, f"{accuracy:.4f} measured vs {claimed:.4f} on card"
+    # The card measured all 10,000 test images, this a sample of SLICE: allow three binomial
+    # standard deviations of the sample (1.5 points at 97.6%, 3.1 at 87.6%), far less than what
+    # wrong weights or a wrong preprocessing lose.
+    tolerance = 3 * math.sqrt(claimed * (1 - claimed) / len(y))
+    assert abs(accuracy - claimed) <= tolerance, (
+        f"{accuracy:.4f} measured vs {claimed:.4f} on card (tolerance {tolerance:.4f})"
+    )
 
 
 def test_onnx_export_matches_torch(zoo_model, test_slice, tmp_path):
