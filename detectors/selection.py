@@ -27,6 +27,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from detectors.fusion import FUSIONS, Fusion
+from detectors.metrics import tnr_at_tpr
 
 GGA_VIEWS: tuple[str, ...] = ("gga-csm", "gga-paper")
 UNSUPERVISED_RULES: tuple[str, ...] = ("fisher", "cauchy", "tippett")
@@ -44,18 +45,6 @@ def auroc(trusted: np.ndarray, untrusted: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(np.r_[trusted, untrusted])
     return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
-
-
-def flagged_share(trusted: np.ndarray, untrusted: np.ndarray, alpha: float) -> float:
-    """Share of ``untrusted`` scoring above the clean scores' (1 - alpha) quantile.
-
-    The threshold is the order statistic a conformal calibration on ``trusted`` would use, so
-    about alpha of clean inputs like them score above it.
-    """
-    if len(trusted) == 0 or len(untrusted) == 0:
-        return float("nan")
-    threshold = np.quantile(trusted, 1.0 - alpha, method="higher")
-    return float(np.mean(untrusted > threshold))
 
 
 @dataclass(frozen=True)
@@ -149,8 +138,8 @@ class _Criterion:
     alpha: float = 0.05
 
     def __call__(self, trusted: np.ndarray, untrusted: np.ndarray) -> float:
-        if self.name == "tnr":
-            return flagged_share(trusted, untrusted, self.alpha)
+        if self.name == "tnr":  # the share flagged where 1 - alpha of clean inputs pass
+            return tnr_at_tpr(trusted, untrusted, 1.0 - self.alpha)
         return auroc(trusted, untrusted)
 
 

@@ -15,7 +15,6 @@ from detectors.selection import (
     auroc,
     candidate_subsets,
     choose_fusion,
-    flagged_share,
 )
 from detectors.trust import TrustScorer
 from detectors.views import VIEWS
@@ -177,13 +176,6 @@ def choice_methods():
     from detectors.selection import default_methods
 
     return default_methods()
-
-
-def test_flagged_share_counts_what_scores_above_the_clean_quantile():
-    clean = np.arange(100.0)  # its 95% quantile (the higher order statistic) is 95
-    assert flagged_share(clean, np.array([94.5, 95.0, 95.5, 200.0]), 0.05) == 0.5
-    assert flagged_share(clean, np.array([1.0, 2.0]), 0.05) == 0.0
-    assert np.isnan(flagged_share(clean, np.array([]), 0.05))
 
 
 def _one_view_or_all_a_little(rng, n=400):
