@@ -39,11 +39,11 @@ COPY models ./models
 COPY detectors ./detectors
 COPY attacks ./attacks
 COPY service ./service
-COPY cli ./cli
+COPY gga_cli ./gga_cli
 # A regular (not editable) install of the serving dependencies only (no [train]/[eval] extras),
 # at the versions CI tests (constraints.txt): the code and models/zoo land in site-packages.
 RUN pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
-    && python -c "import torch; from cli import build_parser; build_parser()"
+    && python -c "import torch; from gga_cli import build_parser; build_parser()"
 # EXTRAS=import serves imported ONNX models (`gga import`, docs/models.md): onnx from the extra,
 # and onnx2torch without its declared dependencies, whose torchvision would pull a second torch.
 # (torch.export and TorchScript imports need neither.)

@@ -1,8 +1,8 @@
 """What the detector must catch: adversarial attacks and corruptions, in [0, 1] pixel space.
 
 Import attacks from their modules (``from attacks.pgd import PGD``) or build them by name with
-``attacks.registry.make_attack``. The cosine-similarity attack (``attacks.csa``) is not imported
-here: it needs the detector's CSM, and importing the package must not pull in ``detectors``.
+``attacks.registry.make_attack``. Attacks see only a model and tensors: the adaptive attack on
+GGA's CSM (``gga_lab.csa``) needs the detector and so lives in the lab, above both.
 """
 
 from attacks.base import (

@@ -59,7 +59,7 @@ ATTACKS: dict[str, AttackSpec] = {
         needs_fit=True,
     ),
     "csa": AttackSpec(
-        "attacks.csa:CSA", "cosine-similarity attack on GGA (PGD through the CSM, Softplus)"
+        "gga_lab.csa:CSA", "cosine-similarity attack on GGA (PGD through the CSM, Softplus)"
     ),
     "noise": AttackSpec("attacks.corruptions:UniformNoise", "uniform noise in the eps ball"),
     "rotation": AttackSpec(

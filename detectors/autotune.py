@@ -31,21 +31,8 @@ def bucket_of(batch_size: int) -> int:
 
 
 def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` runs, after one untimed run.
-
-    On CUDA the device is synchronised around each run, so the time covers the kernels.
-    """
-    fn()  # first run: allocations, kernel selection, lazy initialisation
-    times = []
-    for _ in range(max(1, repeats)):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs, after one untimed run."""
+    return time_round_robin({"fn": fn}, device, repeats)["fn"]
 
 
 def time_round_robin(

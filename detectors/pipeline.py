@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from detectors.collect import view_inputs
 from detectors.engine import EngineOptions, GradientEngine
@@ -185,30 +184,3 @@ def load_pipeline(
     """
     scorer = TrustScorer.load(Path(model_dir), weights_sha256)
     return GGAPipeline(model, scorer, device=device)
-
-
-def flagged_and_correct(
-    pipeline: GGAPipeline, x: Tensor, y: Tensor, batch_size: int = 256, desc: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Which of the labelled inputs ``x`` the served pipeline flags, and which it classifies right.
-
-    The check behind the trust score's promise: among correctly classified clean inputs the
-    flagged fraction should be about ``pipeline.alpha``.
-
-    Args:
-        pipeline: the served pipeline.
-        x: float pixels (N, C, H, W) in [0, 1].
-        y: true labels (N,).
-        batch_size: inputs per pipeline call.
-        desc: progress bar label; ``None`` shows no bar.
-
-    Returns:
-        ``(flagged, correct)``, boolean arrays (N,).
-    """
-    starts = range(0, len(x), batch_size)
-    flagged, correct = [], []
-    for i in tqdm(starts, desc=desc, unit="batch", disable=desc is None, leave=False):
-        out = pipeline(x[i : i + batch_size])
-        flagged.append(out.flagged)
-        correct.append(out.labels == np.asarray(y[i : i + batch_size]))
-    return np.concatenate(flagged), np.concatenate(correct)

@@ -1,5 +1,5 @@
-"""What is classified: architectures, data readers, training, model folders and ONNX export.
+"""What is classified: architectures, model cards and folders, imported models, data readers,
+image decoding and ONNX export.
 
-Plain PyTorch; nothing here imports ``service``, ``detectors`` or (outside ``models.train``)
-``attacks``.
+The bottom layer: plain PyTorch, importing none of the project's other packages.
 """

@@ -16,6 +16,7 @@ from models.errors import ModelLoadError
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
+IMPORTED = "imported"  # the architecture of a user's model file (models/imported/)
 ONNX_FILE = "model.onnx"
 
 

@@ -18,10 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.architectures import build_model
-from models.card import CARD_FILE, WEIGHTS_FILE, ModelCard, sha256_file
+from models.card import CARD_FILE, IMPORTED, WEIGHTS_FILE, ModelCard, sha256_file
 from models.errors import ModelLoadError, ModelNotFoundError
-
-IMPORTED = "imported"  # the architecture of a user's model file (models/imported/)
 
 logger = logging.getLogger(__name__)
 

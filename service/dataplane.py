@@ -16,8 +16,8 @@ from torch import Tensor
 
 from detectors.features import FEATURE_NAMES
 from service.errors import InvalidInput, ModelNotReady
+from service.input_spec import InputSpec
 from service.model import RequestContext, ServedModel
-from service.protocol.decode import InputSpec
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.store import Database

@@ -274,7 +274,7 @@ class ServedModel:
         The engine's kernels and gradient strategy depend on the batch size, and max-pool
         near-ties then flip a few sign-map entries (docs/detectors.md: up to 0.015 of a CSM entry
         on ``fashion-mnist-cnn-pgd``). At one fixed size the same image gives the same numbers
-        whatever its companions, measured bit for bit (``scripts/batch_invariance.py``).
+        whatever its companions, measured bit for bit (``gga_lab/bench/batch_invariance.py``).
         """
         assert self.pipeline is not None
         n, size = len(x), self.batching.max_batch_size

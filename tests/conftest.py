@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# Session fixtures on real MNIST that tests of several packages share (detectors, attacks, lab).
+pytest_plugins = ("tests.helpers.tiny_mnist", "tests.helpers.mnist_lenet")
+
 # The shared data sets sit beside the checkout in development and CI; users may point elsewhere.
 SHARED_DATA = Path(
     os.environ.get("GGA_TEST_DATA_DIR", Path(__file__).parents[2] / "shared" / "data")

@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
-from models.card import CARD_FILE, ModelCard, Preprocessing, sha256_file
+from models.card import CARD_FILE, IMPORTED, ModelCard, Preprocessing, sha256_file
 from models.imported.checks import check_graph, read_labels
 from models.imported.errors import ModelImportError
 from models.imported.features import find_features
 from models.imported.formats import FORMATS, Format, detect_format, read_module
 from models.imported.module import ImportedClassifier
-from models.repository import IMPORTED
 
 logger = logging.getLogger(__name__)
 

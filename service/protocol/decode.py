@@ -13,7 +13,6 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,7 +24,7 @@ from starlette.requests import Request
 from torch import Tensor
 
 from models.errors import ImageError
-from models.imaging import ImageTooLargeError, ResizeMode, decode_image
+from models.imaging import ImageTooLargeError, decode_image
 from service.errors import (
     InvalidImage,
     InvalidInput,
@@ -35,6 +34,7 @@ from service.errors import (
     TooManyPixels,
     UnsupportedMediaType,
 )
+from service.input_spec import InputSpec
 from service.protocol.schemas import PredictJSON
 
 ACCEPTED = "multipart/form-data (field 'file'), or application/json with 'images' or 'tensor'"
@@ -67,34 +67,6 @@ def check_request_id(value: str, where: str) -> str:
     if not value.isascii() or not value.isprintable():
         raise InvalidInput(f"{where} must be printable ASCII")
     return value
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model takes and how much a request may send.
-
-    Attributes:
-        input_shape: The model's (C, H, W).
-        resize: Resize images of another size (the model card's preprocessing).
-        max_images: Most images per request.
-        max_pixels: Most pixels per image (checked from the header).
-        resize_mode: How an image of another size is resized (the card's ``resize_mode``).
-    """
-
-    input_shape: tuple[int, int, int]
-    resize: bool
-    max_images: int
-    max_pixels: int
-    resize_mode: ResizeMode = "stretch"
-
-    @property
-    def min_side(self) -> int:
-        """Shortest image side accepted: half the model's, so that upscaling stays within 2x.
-
-        A 1x1 image resized to 28x28 is one grey value, classified with confidence but carrying
-        nothing; refusing it tells the client its image is not what the model reads.
-        """
-        return max(1, min(self.input_shape[1:]) // 2)
 
 
 def media_type(request: Request) -> str:

@@ -12,9 +12,10 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.errors import InvalidInput, InvalidJSON, InvalidTensor
-from service.model import RequestContext, ServedModel
+from service.input_spec import InputSpec
+from service.model import RequestContext
 from service.protocol import v2_binary
-from service.protocol.decode import InputSpec, check_request_id, check_tensor, off_loop
+from service.protocol.decode import check_request_id, check_tensor, off_loop
 from service.protocol.deps import CallerDep, DataPlaneDep
 from service.protocol.openapi import body_ref
 from service.protocol.schemas import (
@@ -27,20 +28,12 @@ from service.protocol.schemas import (
     TensorMetadata,
 )
 from service.protocol.v2_extensions import EXTENSIONS, register_v2_extensions
+from service.protocol.v2_outputs import INPUT_NAME, OUTPUTS, TRUST_OUTPUTS, served_outputs
 from service.protocol.v2_repository import EXTENSIONS as REPOSITORY_EXTENSIONS
 from service.protocol.v2_repository import register_v2_repository
 
 SERVER_NAME = "gga-serve"
 SERVER_VERSION = "0.1.0"
-INPUT_NAME = "image"
-OUTPUTS: dict[str, str] = {
-    "probabilities": "FP32",
-    "label": "INT64",
-    "trust_score": "FP32",
-    "flagged": "BOOL",
-    "prediction_id": "BYTES",
-}
-TRUST_OUTPUTS = ("trust_score", "flagged")
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorV2} for code in (400, 401, 404, 413, 422, 429, 503)
 }
@@ -69,13 +62,6 @@ async def live() -> dict[str, bool]:
 async def ready(request: Request) -> JSONResponse:
     is_ready = request.app.state.registry.ready
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
-
-
-def served_outputs(model: ServedModel) -> dict[str, str]:
-    """The outputs ``model`` gives: no trust score or flag without a fitted detector."""
-    if model.pipeline is not None and not model.has_detector:
-        return {n: t for n, t in OUTPUTS.items() if n not in TRUST_OUTPUTS}
-    return OUTPUTS
 
 
 async def model_metadata(name: str, dataplane: DataPlaneDep, caller: CallerDep) -> ModelMetadata:

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from service.errors import ModelNotFound
 from service.model import ServedModel
 from service.protocol.deps import CallerDep, DataPlaneDep
+from service.protocol.v2_outputs import INPUT_NAME, served_outputs
 
 EXTENSIONS = ["model_configuration", "statistics"]
 _TRITON_TYPES = {
@@ -32,8 +33,6 @@ def _check_version(model: ServedModel, version: str | None) -> None:
 
 def model_config(model: ServedModel) -> dict[str, Any]:
     """The model's configuration in Triton's ``model_config`` JSON form."""
-    from service.protocol.v2 import INPUT_NAME, served_outputs
-
     k = len(model.card.class_names)
     dims = {"probabilities": [k]}
     return {

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli import main
+from gga_cli import main
 from models.architectures import config_to_dict
 from models.card import ModelCard
 from models.repository import save_model_folder

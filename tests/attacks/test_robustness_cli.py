@@ -3,7 +3,7 @@
 import json
 import shutil
 
-from cli import main
+from gga_cli import main
 from models.repository import ModelRepository
 
 
@@ -41,7 +41,7 @@ def test_unknown_model_is_a_user_error(capsys):
 
 
 def test_budgets_can_be_fractions_and_bad_ones_are_user_errors(capsys):
-    from cli.robustness import parse_budgets
+    from gga_cli.robustness import parse_budgets
 
     assert parse_budgets("0.3, 8/255") == [("0.3", 0.3), ("8/255", 8 / 255)]
     for bad in ("eight", "1/0", "0", "2"):

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from cli import main
+from gga_cli import main
 from service.store import Database
 from service.store import repository as repo
 from service.store.migrate import head
 
 
 def test_db_upgrade_and_keys_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    url = f"sqlite:///{tmp_path / 'gga_cli.db'}"
     assert main(["db", "--database-url", url, "upgrade"]) == 0
     assert capsys.readouterr().out.strip() == head()
 

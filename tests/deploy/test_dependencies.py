@@ -39,7 +39,7 @@ def test_every_requirement_is_pinned_within_its_range() -> None:
         name = canonicalize_name(req.name)
         if name == "torch":
             continue
-        assert name in pins, f"{req.name} is not pinned in constraints.txt (scripts/lock.sh)"
+        assert name in pins, f"{req.name} is not pinned in constraints.txt (.ci/lock.sh)"
         assert req.specifier.contains(pins[name], prereleases=True), (text, pins[name])
 
 
@@ -91,7 +91,7 @@ def test_a_command_needing_an_extra_says_which(tmp_path) -> None:
         import sys
 
         sys.modules["onnx"] = None  # as if not installed
-        from cli import main
+        from gga_cli import main
         sys.exit(main(sys.argv[1:]))
         """
     )

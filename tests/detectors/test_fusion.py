@@ -9,15 +9,10 @@ import pytest
 from detectors.calibration import ConformalCalibrator
 from detectors.fusion import FUSIONS, LogisticFusion, SingleFusion, fusion_from_dict
 from detectors.persistence import DETECTOR_FILE
-from detectors.selection import (
-    GGA_VIEWS,
-    Method,
-    auroc,
-    candidate_subsets,
-    choose_fusion,
-)
 from detectors.trust import TrustScorer
 from detectors.views import VIEWS
+from gga_lab.metrics import auroc
+from gga_lab.selection import GGA_VIEWS, Method, candidate_subsets, choose_fusion
 from tests.detectors.synthetic import view_inputs
 
 VIEW_NAMES = tuple(VIEWS)
@@ -173,7 +168,7 @@ def test_choice_measures_every_method_on_left_out_kinds():
 
 
 def choice_methods():
-    from detectors.selection import default_methods
+    from gga_lab.selection import default_methods
 
     return default_methods()
 

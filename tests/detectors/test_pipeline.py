@@ -7,10 +7,10 @@ import torch
 from detectors.collect import view_inputs
 from detectors.engine import EngineOptions, GradientEngine
 from detectors.features import FEATURE_NAMES
-from detectors.fit import FitConfig, fit_trust_scorer
 from detectors.persistence import DetectorFileError, DetectorNotFoundError
 from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline
 from detectors.trust import TrustScorer
+from gga_lab.fit import FitConfig, fit_trust_scorer
 
 SHA = "0f" * 32
 SMALL = {"n_fit": 300, "n_view_cal": 100, "n_tune": 100, "n_cal": 150, "pgd_steps": 5, "bins": 20}

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from detectors.base import NotFittedError
-from detectors.selection import auroc
 from detectors.views import VIEWS, ViewUnavailableError, available_views
 from detectors.views.penultimate import GradNormView
+from gga_lab.metrics import auroc
 from models.architectures import build_model
 from tests.detectors.synthetic import view_inputs
 

@@ -11,7 +11,7 @@ from models.repository import ModelRepository
 
 def gga(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "gga_cli", *args],
         capture_output=True,
         text=True,
         timeout=300,

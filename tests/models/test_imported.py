@@ -12,9 +12,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from cli import main
 from detectors.engine import GradientEngine
-from detectors.pipeline import flagged_and_correct, load_pipeline
+from detectors.pipeline import load_pipeline
+from gga_cli import main
+from gga_lab.flags import flagged_and_correct
 from models.data import load_dataset
 from models.errors import DataError, ModelLoadError
 from models.imported.errors import ModelImportError

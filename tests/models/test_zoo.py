@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from detectors.pipeline import flagged_and_correct, load_pipeline
+from detectors.pipeline import load_pipeline
+from gga_lab.flags import flagged_and_correct
 from models.data import load_dataset
 from models.export import PARITY_ATOL, check_parity, export_onnx, onnx_logits
 from models.repository import ModelRepository
@@ -69,7 +70,7 @@ def test_shipped_detector_flags_about_alpha_of_clean_test_images(zoo_model, shar
     # The trust score's promise on data its detector never saw, through the served pipeline.
     # 2,000 test images; the spread to expect is about 1 point (test sample plus a calibration
     # set of 488-1,842 images), so 3 points of tolerance only fails a broken calibration.
-    # scripts/false_alarms.py measures the whole test set (docs/results.md).
+    # gga_lab/analysis/false_alarms.py measures the whole test set (docs/results.md).
     pipeline = load_pipeline(zoo_model.path, zoo_model.module, zoo_model.card.weights_sha256)
     assert pipeline.scorer.provenance["calibration_inputs"] == "held out from training"
     data = load_dataset(zoo_model.card.dataset, "test", data_dir=shared_data_dir, limit=2000)

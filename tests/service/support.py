@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from detectors.fit import FitConfig, fit_trust_scorer
+from gga_lab.fit import FitConfig, fit_trust_scorer
 from models.architectures import build_model
 from models.card import ModelCard, Preprocessing
 from models.data import load_dataset
@@ -147,7 +147,7 @@ class LiveServer:
         }
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cli", "serve"],
+                [sys.executable, "-m", "gga_cli", "serve"],
                 cwd=self.workdir,
                 env=env,
                 stdout=log,

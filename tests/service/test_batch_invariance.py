@@ -1,9 +1,10 @@
 """Point 14: how much a served trust score depends on its micro-batch, on a trained zoo model.
 
 ``fashion-mnist-cnn-pgd`` is the zoo model where it shows (max-pool near-ties flip sign-map
-entries when the batch size changes the kernels). The measured bound (scripts/batch_invariance.py,
-128 test images: CSM 0.0153, features 0.0095, trust 0.0143, no label or flag changed) is checked
-on 64 images with a margin; ``GGA_PAD_BATCHES`` removes the dependence, bit for bit.
+entries when the batch size changes the kernels). The measured bound (``gga bench
+batch-invariance``, 128 test images: CSM 0.0153, features 0.0095, trust 0.0143, no label or flag
+changed) is checked on 64 images with a margin; ``GGA_PAD_BATCHES`` removes the dependence, bit
+for bit.
 """
 
 from pathlib import Path
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from gga_lab.bench.batch_invariance import differences, score_in_batches
 from models.repository import ModelRepository
-from scripts.batch_invariance import differences, score_in_batches
 from service.metrics import ServiceMetrics
 from service.model import BatchingConfig, ServedModel
 from service.store import Database

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cli.serve_benchmark import floors, run_benchmark, split_cpus
+from gga_lab.bench.serve import floors, run_benchmark, split_cpus
 
 
 def test_split_cpus_gives_the_clients_a_core_of_their_own():
@@ -42,7 +42,7 @@ def test_short_run_measures_every_level_without_errors(model_repo, shared_data_d
 @pytest.mark.timeout(300)
 def test_cli_writes_json_with_its_setup(model_repo, shared_data_dir, tmp_path):
     out = tmp_path / "serve.json"
-    cmd = [sys.executable, "-m", "cli", "bench", "serve", "--repo", str(model_repo)]
+    cmd = [sys.executable, "-m", "gga_cli", "bench", "serve", "--repo", str(model_repo)]
     cmd += ["--data-dir", str(shared_data_dir), "--clients", "2", "--requests", "8"]
     cmd += ["--seconds", "1", "--json", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
@@ -56,7 +56,7 @@ def test_cli_writes_json_with_its_setup(model_repo, shared_data_dir, tmp_path):
 def test_colour_models_are_sent_one_jpeg_per_request(colour_repo, shared_data_dir, cifar_test):
     from PIL import Image
 
-    from cli.serve_benchmark import upload_files
+    from gga_lab.bench.serve import upload_files
 
     x = cifar_test.float()[:4]
     uploads = upload_files(x, "auto")

@@ -130,7 +130,7 @@ def test_offline_predict_resizes_a_photo_as_the_service_does(
 ) -> None:
     import json
 
-    from cli import main
+    from gga_cli import main
 
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(_jpeg(_photo(cifar_test.float()[2])))

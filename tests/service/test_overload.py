@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.overload_benchmark import overload_floors, run_level
+from gga_lab.bench.overload import overload_floors, run_level
 from tests.service.support import LiveServer
 
 MODEL = "fashion-mnist-cnn"

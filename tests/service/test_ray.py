@@ -111,7 +111,7 @@ def cluster(ray_head: str, store_url: str, model_repo: Path, tmp_path_factory):
         "GGA_SHUTDOWN_TIMEOUT_S": "10",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--ray", "--replicas", "2",
+        [sys.executable, "-m", "gga_cli", "serve", "--ray", "--replicas", "2",
          "--ray-address", ray_head],
         cwd=work,
         env=env,

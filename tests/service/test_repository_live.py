@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli import main
+from gga_cli import main
 from models.data import load_dataset
 from models.imaging import encode_png
 from models.imported.exporting import export_three_ways

@@ -138,7 +138,7 @@ def test_wheel_ships_the_console(tmp_path: Path) -> None:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO_ROOT / name, src / name)
-    for package in ("cli", "service", "models", "detectors", "attacks"):
+    for package in ("gga_cli", "service", "models", "detectors", "attacks"):
         shutil.copytree(
             REPO_ROOT / package,
             src / package,

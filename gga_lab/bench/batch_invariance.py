@@ -1,0 +1,122 @@
+"""How much a served prediction depends on the micro-batch it was computed in (issue 17, point 14).
+
+For each zoo model the real pipeline (gradient engine with its auto-tuned strategies, fitted trust
+scorer) scores the same test images alone (batch 1, as a request at low traffic) and inside
+batches of 8, 32 and 64 (as under load), and reports the largest difference of every served
+number: probabilities, CSM entries, the ten features, the trust score, and how many labels and
+flags differ. A second measurement pads every batch to one fixed size (the image alone, then among
+other images at another position) to see whether fixed-size batches would make results
+batch-invariant.
+
+    python gga_lab/bench/batch_invariance.py --data-dir ../shared/data [--n 128] [--out FILE.json]
+
+docs/detectors.md reports its figures; tests/detectors/test_batch_invariance.py checks the bound
+on a smaller sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline  # noqa: E402
+from models.data import load_dataset  # noqa: E402
+from models.repository import ModelRepository  # noqa: E402
+
+FIELDS = ("probabilities", "csm", "features", "trust")
+
+
+def pipeline_of(name: str) -> tuple[GGAPipeline, str]:
+    loaded = ModelRepository().load(name)
+    return load_pipeline(
+        loaded.path, loaded.module, loaded.card.weights_sha256
+    ), loaded.card.dataset
+
+
+def score_in_batches(pipeline: GGAPipeline, x: torch.Tensor, batch: int) -> PipelineOutput:
+    """The pipeline over ``x`` in consecutive batches of ``batch`` images, concatenated."""
+    parts = [pipeline(x[i : i + batch]) for i in range(0, len(x), batch)]
+    return PipelineOutput(
+        probabilities=np.concatenate([p.probabilities for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        trust=np.concatenate([p.trust for p in parts]),
+        flagged=np.concatenate([p.flagged for p in parts]),
+        features=np.concatenate([p.features for p in parts]),
+        csm=np.concatenate([p.csm for p in parts]),
+        classes=np.concatenate([p.classes for p in parts]),
+        saliency=None,
+        engine_seconds=sum(p.engine_seconds for p in parts),
+    )
+
+
+def differences(a: PipelineOutput, b: PipelineOutput) -> dict[str, float]:
+    """Largest absolute difference of each served number, and label and flag disagreements."""
+    out = {f: float(np.abs(getattr(a, f) - getattr(b, f)).max()) for f in FIELDS}
+    out["labels_differ"] = int((a.labels != b.labels).sum())
+    out["flags_differ"] = int((a.flagged != b.flagged).sum())
+    return out
+
+
+def padded_alone_vs_among(pipeline: GGAPipeline, x: torch.Tensor, size: int) -> dict[str, float]:
+    """Each image padded alone to ``size`` (zeros after it) against the same image placed last
+    among ``size - 1`` other real images: the same batch size, other companions and position."""
+    alone, among = [], []
+    for i in range(len(x)):
+        pad = torch.zeros((size - 1, *x.shape[1:]))
+        a = pipeline(torch.cat([x[i : i + 1], pad]))
+        others = torch.cat([x[:i], x[i + 1 :]])[: size - 1]
+        b = pipeline(torch.cat([others, x[i : i + 1]]))
+        alone.append((a.trust[0], a.csm[0], a.features[0], a.probabilities[0]))
+        among.append((b.trust[-1], b.csm[-1], b.features[-1], b.probabilities[-1]))
+    names = ("trust", "csm", "features", "probabilities")
+    return {
+        name: float(max(np.abs(np.asarray(p[k]) - np.asarray(q[k])).max()
+                        for p, q in zip(alone, among, strict=True)))
+        for k, name in enumerate(names)
+    }  # fmt: skip
+
+
+def measure(name: str, data_dir: str | None, n: int, sizes: tuple[int, ...]) -> dict[str, object]:
+    pipeline, dataset = pipeline_of(name)
+    x = load_dataset(dataset, "test", data_dir=data_dir, limit=n).float()
+    pipeline.warmup(tuple(x.shape[1:]), (1, *sizes))
+    alone = score_in_batches(pipeline, x, 1)
+    result: dict[str, object] = {"model": name, "images": n, "alpha": pipeline.alpha}
+    for size in sizes:
+        result[f"batch_{size}_vs_1"] = differences(alone, score_in_batches(pipeline, x, size))
+    result["fixed_size_8"] = padded_alone_vs_among(pipeline, x[: min(n, 32)], 8)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", help="data sets folder (default: $GGA_DATA_DIR)")
+    parser.add_argument("--models", default="fashion-mnist-cnn,fashion-mnist-cnn-pgd,"
+                        "mnist-lenet-low,mnist-lenet-high")  # fmt: skip
+    parser.add_argument("--n", type=int, default=128, help="test images per model")
+    parser.add_argument("--sizes", default="8,32,64", help="batch sizes compared with batch 1")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    results = [measure(m, args.data_dir, args.n, sizes) for m in args.models.split(",")]
+    text = json.dumps(results, indent=2)
+    sys.stdout.write(text + "\n")
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Training throughput of ResNet-20 on CIFAR-10-sized batches under each CPU setting.
+
+Times full SGD steps (forward, backward, Nesterov update; batch 128 of 3x32x32 images, the
+cifar10-resnet20 recipe's) in NCHW and channels_last memory order, eager and under
+``torch.compile``, at the given thread counts. Every setting is built and warmed up first
+(compilation included), then the settings take turns, a block of steps each, for several rounds,
+so that a change in the machine's load hits them all alike. Reported per setting, as medians
+over the rounds: images per second of wall time, and images per CPU-second of the process (what
+a setting costs, which a busy machine disturbs far less than wall time). docs/training.md quotes
+its output.
+
+    python gga_lab/bench/train_speed.py [--rounds 6] [--steps 4] [--threads 1,2] [--no-compile]
+"""
+
+import argparse
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from models.architectures import build_model
+
+logger = logging.getLogger("train_speed")
+BATCH = 128
+TRAIN_IMAGES = 45_000
+
+
+def make_step(channels_last: bool, compiled: bool) -> Callable[[], None]:
+    """One SGD step of a fresh ResNet-20 on a fixed random batch, as a closure."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model("resnet", {}).train().to(memory_format=fmt)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    forward = torch.compile(model) if compiled else model
+    x = torch.rand(BATCH, 3, 32, 32).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (BATCH,))
+
+    def step() -> None:
+        loss = F.cross_entropy(forward(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of turns")
+    parser.add_argument("--steps", type=int, default=4, help="steps per setting per round")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger.info("load average before: %s", " ".join(f"{v:.2f}" for v in os.getloadavg()))
+
+    settings = {}
+    for threads in (int(t) for t in args.threads.split(",")):
+        for channels_last in (False, True):
+            for compiled in (False,) if args.no_compile else (False, True):
+                torch.set_num_threads(threads)
+                step = make_step(channels_last, compiled)
+                start = time.perf_counter()
+                for _ in range(2):
+                    step()  # warm-up: compilation, oneDNN kernel choice
+                key = (threads, "channels_last" if channels_last else "NCHW", compiled)
+                logger.info("%s: warm-up %.1f s", key, time.perf_counter() - start)
+                settings[key] = step
+
+    wall: dict[tuple, list[float]] = {k: [] for k in settings}
+    cpu: dict[tuple, list[float]] = {k: [] for k in settings}
+    for r in range(args.rounds):
+        order = list(settings) if r % 2 == 0 else list(reversed(settings))
+        for key in order:
+            torch.set_num_threads(key[0])
+            t_cpu, t_wall = time.process_time(), time.perf_counter()
+            for _ in range(args.steps):
+                settings[key]()
+            wall[key].append(time.perf_counter() - t_wall)
+            cpu[key].append(time.process_time() - t_cpu)
+        logger.info("round %d of %d done", r + 1, args.rounds)
+
+    images = args.steps * BATCH
+    logger.info("| threads | memory format | compiled | img/s (wall) | img per CPU-s | epoch |")
+    logger.info("|---|---|---|---|---|---|")
+    for key in settings:
+        rate = images / statistics.median(wall[key])
+        per_cpu = images / statistics.median(cpu[key])
+        minutes = TRAIN_IMAGES / rate / 60
+        threads, fmt, compiled = key
+        logger.info(
+            f"| {threads} | {fmt} | {compiled} | {rate:.0f} | {per_cpu:.0f} | {minutes:.1f} min |"
+        )
+    logger.info("load average after: %s", " ".join(f"{v:.2f}" for v in os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Reproducible experiments that regenerate a results section of the docs (``gga experiment``)."""

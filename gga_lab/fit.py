@@ -1,0 +1,511 @@
+"""Fitting a model's multi-view trust scorer on its training split (``gga fit``).
+
+The training images are cut, with a seed, into four disjoint parts:
+
+- **fit**: the views are fitted on its clean, correctly classified images;
+- **view calibration**: each view's conformal p-values are computed against these;
+- **tune**: clean images here, and the untrusted inputs made from them (``gga_lab.untrusted``:
+  FGSM, PGD, noise, corruptions, ...), choose the rescaling, the fusion and its views, and train
+  a supervised fusion (``gga_lab.selection``);
+- **calibration**: the fused score's final conformal p-value (the trust score) is computed
+  against these, which neither the views nor the fusion saw.
+
+Calibration always draws from the images the model was not trained on (its recipe's validation
+part and what its ``train_limit`` left out) when the caller names them, as ``gga fit`` does for
+models trained by ``gga train``: on images it has fitted, a model's gradients and features are
+more regular than on new ones, and a calibration on those would flag new clean inputs more often
+than alpha. View calibration and tuning draw from the rest of those held-out images when there
+are enough, else from training images the views are not fitted on. The test split is never
+read, so evaluation on it is honest; ``detector.json`` records every part's size, source and a
+hash of its indices, and every choice with what it measured.
+"""
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from detectors.base import DetectorFitError
+from detectors.calibration import (
+    DEFAULT_ALPHA,
+    MIN_CALIBRATION,
+    TAILS,
+    ConformalCalibrator,
+    check_alpha,
+)
+from detectors.engine import EngineOptions, GradientEngine
+from detectors.fusion import FUSIONS
+from detectors.pipeline import engine_options_dict
+from detectors.trust import TrustScorer
+from detectors.views import VIEWS, View, ViewInputs, ViewUnavailableError, available_views
+from detectors.views.gga import GGAPaperView
+from detectors.views.penultimate import KNNView
+from gga_lab.collect import collect_view_inputs
+from gga_lab.selection import CRITERIA, FusionChoice, Method, choose_fusion, default_methods
+from gga_lab.untrusted import TRAINING_KINDS, make_training_untrusted
+from models.penultimate import has_penultimate
+
+logger = logging.getLogger(__name__)
+
+MIN_FIT_CORRECT = 50
+RESCALE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
+# l_inf budgets of the paper (MNIST 0.3, CIFAR 8/255); Fashion-MNIST is ours: 0.1, the usual
+# budget in the robustness literature for it, since 0.3 erases most garments' texture.
+LINF_EPS: dict[str, float] = {"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255}
+HELD_OUT = "held out from training"
+TRAINING = "training"
+
+
+@dataclass
+class FitConfig:
+    """How to fit one trust scorer.
+
+    Attributes:
+        views: the views to fuse; ``None`` lets the fit choose among every view the model can
+            serve (``detectors.views.available_views``).
+        fusion: a rule in ``detectors.fusion.FUSIONS``; ``None`` chooses the rule and its views
+            by measurement (``gga_lab.selection``).
+        rescale: the reference code's logit rescaling before the GGA loss: ``"auto"`` chooses
+            by measurement on the tune part, ``"on"``/``"off"`` force it.
+        criterion: what the choices of fusion and rescaling maximise
+            (``gga_lab.selection.CRITERIA``): ``"auroc"`` or ``"tnr"`` (share flagged at
+            alpha).
+        view_tail: each view's p-value beyond its calibration maximum
+            (``detectors.calibration``): ``"none"`` floors it at ``1/(n+1)``, ``"exponential"``
+            extrapolates (measured in docs/detectors.md: it barely moves the chosen fusions).
+        n_fit: most training images drawn to fit the views.
+        n_view_cal: most images drawn for the views' own calibration.
+        n_tune: most images drawn to choose and train the fusion (untrusted inputs are made
+            from them).
+        n_cal: most images drawn for the final calibration.
+        alpha: flag threshold on the trust score.
+        seed: seeds the split, the views and the untrusted inputs.
+        projections: LODA projections of the ``gga-paper`` view.
+        bins: its LODA bins; ``None`` = 100 for grey inputs, 500 for colour (the paper's).
+        knn_k: the ``knn`` view's k.
+        top_n: saliency for the N most probable classes only (``None`` = all classes).
+        untrusted_kinds: kinds made from tune images (``gga_lab.untrusted``).
+        pgd_steps: iterations of the PGD kinds made for tuning.
+        batch_size: inputs per engine call.
+        strategy: the engine's backward strategy (speed only; ``"auto"`` measures them).
+    """
+
+    views: tuple[str, ...] | None = None
+    fusion: str | None = None
+    rescale: str = "auto"
+    criterion: str = "auroc"
+    view_tail: str = "none"
+    n_fit: int = 10_000
+    n_view_cal: int = 1_000
+    n_tune: int = 1_000
+    n_cal: int = 2_000
+    alpha: float = DEFAULT_ALPHA
+    seed: int = 0
+    projections: int = 100
+    bins: int | None = None
+    knn_k: int = 10
+    top_n: int | None = None
+    untrusted_kinds: tuple[str, ...] = TRAINING_KINDS
+    pgd_steps: int = 40
+    batch_size: int = 128
+    strategy: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.views is not None:
+            unknown = sorted(set(self.views) - set(VIEWS))
+            if unknown or not self.views:
+                raise DetectorFitError(
+                    f"unknown views {unknown or '(none given)'}; choose from {', '.join(VIEWS)}"
+                )
+            self.views = tuple(v for v in VIEWS if v in self.views)
+        if self.fusion is not None and self.fusion not in FUSIONS:
+            raise DetectorFitError(
+                f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}"
+            )
+        if self.view_tail not in TAILS:
+            raise DetectorFitError(
+                f"view_tail must be one of {', '.join(TAILS)}, got {self.view_tail!r}"
+            )
+        if self.criterion not in CRITERIA:
+            raise DetectorFitError(
+                f"criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}"
+            )
+        if self.rescale not in RESCALE_CHOICES:
+            raise DetectorFitError(
+                f"rescale must be one of {', '.join(RESCALE_CHOICES)}, got {self.rescale!r}"
+            )
+        sizes = (self.n_fit, self.n_view_cal, self.n_tune, self.n_cal)
+        if min(sizes) < 1:
+            raise DetectorFitError(f"n_fit, n_view_cal, n_tune and n_cal must be positive: {sizes}")
+        check_alpha(self.alpha)
+
+
+@dataclass
+class FitSplits:
+    """Disjoint index sets of the training split, and where each was drawn from."""
+
+    fit: Tensor
+    view_cal: Tensor
+    tune: Tensor
+    cal: Tensor
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def parts(self) -> dict[str, Tensor]:
+        return {"fit": self.fit, "view_cal": self.view_cal, "tune": self.tune, "cal": self.cal}
+
+
+def indices_digest(indices: Tensor) -> str:
+    """sha256 of the sorted indices, so a detector.json says exactly which images it used."""
+    values = np.sort(np.asarray(indices, dtype=np.int64))
+    return hashlib.sha256(values.astype("<i8").tobytes()).hexdigest()
+
+
+def fit_splits(
+    n_total: int, held_out: Tensor | None, config: FitConfig, seed: int | None = None
+) -> FitSplits:
+    """The four disjoint parts of a training split of ``n_total`` images (module docstring).
+
+    Args:
+        n_total: size of the training split.
+        held_out: indices of the images the model was not trained on; ``None`` when unknown
+            (then every part draws from all images).
+        config: the part sizes.
+        seed: seeds the draws (default ``config.seed``).
+
+    Returns:
+        The ``FitSplits``.
+
+    Raises:
+        DetectorFitError: the split cannot hold all four parts.
+    """
+    generator = torch.Generator().manual_seed(config.seed if seed is None else seed)
+    everything = torch.arange(n_total)
+    if held_out is None:
+        pool = everything[torch.randperm(n_total, generator=generator)]
+        trained = pool
+        held = pool[:0]
+    else:
+        held_out = torch.as_tensor(held_out, dtype=torch.long)
+        if len(held_out) == 0:
+            raise DetectorFitError("no held-out images to calibrate on")
+        held = held_out[torch.randperm(len(held_out), generator=generator)]
+        rest = torch.ones(n_total, dtype=torch.bool)
+        rest[held] = False
+        trained = everything[rest]
+        trained = trained[torch.randperm(len(trained), generator=generator)]
+    sources = {}
+    if len(held):
+        cal, spare = held[: config.n_cal], held[config.n_cal :]
+        sources["cal"] = HELD_OUT
+    else:
+        # Nothing known to be held out: calibration takes its share of all images first.
+        share = min(config.n_cal, n_total // 4)
+        cal, trained, spare = trained[:share], trained[share:], held
+        sources["cal"] = TRAINING
+    if len(spare) >= config.n_view_cal + config.n_tune:
+        view_cal = spare[: config.n_view_cal]
+        tune = spare[config.n_view_cal : config.n_view_cal + config.n_tune]
+        sources["view_cal"] = sources["tune"] = HELD_OUT
+    else:
+        # Too few held-out images left: the views are calibrated and the fusion chosen on
+        # training images the views are not fitted on; only the final calibration must
+        # resemble new inputs for the false-alarm promise to hold.
+        share = min(config.n_view_cal + config.n_tune, len(trained) // 2)
+        n_view_cal = round(share * config.n_view_cal / (config.n_view_cal + config.n_tune))
+        view_cal, tune = trained[:n_view_cal], trained[n_view_cal:share]
+        trained = trained[share:]
+        sources["view_cal"] = sources["tune"] = TRAINING
+    fit = trained[: config.n_fit]
+    sources["fit"] = TRAINING if held_out is not None else "training (nothing known held out)"
+    if min(len(fit), len(view_cal), len(tune), len(cal)) == 0:
+        raise DetectorFitError(
+            f"the training split ({n_total} images) cannot hold the fit, view calibration, tune "
+            "and calibration parts; use more images"
+        )
+    return FitSplits(fit=fit, view_cal=view_cal, tune=tune, cal=cal, sources=sources)
+
+
+def part_accuracies(
+    model: nn.Module, x: Tensor, y: Tensor, config: FitConfig, held_out: Tensor | None = None
+) -> dict[str, float]:
+    """The model's accuracy on all of ``x`` and on each part ``fit_splits`` will draw.
+
+    Args:
+        model: the classifier (eval mode).
+        x: inputs (N, C, H, W) in [0, 1].
+        y: labels (N,).
+        config: the fit's sizes and seed (the same parts as ``fit_trust_scorer`` draws).
+        held_out: as for ``fit_trust_scorer``.
+
+    Returns:
+        ``{"all": ..., "fit": ..., "view_cal": ..., "tune": ..., "cal": ...}``, fractions.
+    """
+    with torch.no_grad():
+        predicted = torch.cat(
+            [
+                model(x[i : i + config.batch_size]).argmax(1)
+                for i in range(0, len(x), config.batch_size)
+            ]
+        )
+    correct = (predicted == y).float()
+    parts = fit_splits(len(x), held_out, config).parts()
+    return {
+        "all": round(float(correct.mean()), 4),
+        **{part: round(float(correct[idx].mean()), 4) for part, idx in parts.items()},
+    }
+
+
+def _make_view(name: str, config: FitConfig, channels: int) -> View:
+    if name == GGAPaperView.name:
+        bins = config.bins or (100 if channels == 1 else 500)
+        return GGAPaperView(projections=config.projections, bins=bins, seed=config.seed)
+    if name == KNNView.name:
+        return KNNView(k=config.knn_k, seed=config.seed)
+    return VIEWS[name]()
+
+
+def _correct(inputs: ViewInputs, y: Tensor, part: str) -> ViewInputs:
+    """The correctly classified rows with finite GGA inputs (those the views model)."""
+    finite = np.isfinite(inputs.gga).all(axis=1) & np.isfinite(inputs.csm).all(axis=(1, 2))
+    if (~finite).any():
+        logger.warning("%s: dropped %d inputs with non-finite CSMs", part, int((~finite).sum()))
+    return inputs.take((inputs.predicted == y.cpu().numpy()) & finite)
+
+
+@dataclass
+class _Candidate:
+    """Everything fitted for one rescaling option."""
+
+    rescale: bool
+    views: dict[str, View]
+    view_calibrators: dict[str, ConformalCalibrator]
+    choice: FusionChoice
+    engine: GradientEngine
+    counts: dict[str, int]
+
+
+def _fit_candidate(
+    model: nn.Module,
+    rescale: bool,
+    view_names: tuple[str, ...],
+    data: dict[str, tuple[Tensor, Tensor]],
+    untrusted: dict[str, Tensor],
+    config: FitConfig,
+    progress: bool,
+) -> _Candidate:
+    options = EngineOptions(top_n=config.top_n, rescale_logits=rescale, strategy=config.strategy)
+    engine = GradientEngine(model, options)
+    tag = "rescaled" if rescale else "not rescaled"
+
+    def collect(x: Tensor, what: str) -> ViewInputs:
+        return collect_view_inputs(engine, x, config.batch_size, f"fit ({tag}): {what}", progress)
+
+    fit = _correct(collect(data["fit"][0], "fit"), data["fit"][1], "fit")
+    if len(fit) < MIN_FIT_CORRECT:
+        raise DetectorFitError(
+            f"only {len(fit)} fit inputs are classified correctly; the views need at least "
+            f"{MIN_FIT_CORRECT}: raise --n-fit, or check the model's accuracy on its training data"
+        )
+    view_cal = _correct(
+        collect(data["view_cal"][0], "view calibration"), data["view_cal"][1], "view calibration"
+    )
+    tune = _correct(collect(data["tune"][0], "tune"), data["tune"][1], "tune")
+    for part, inputs in (("view calibration", view_cal), ("tune", tune)):
+        if len(inputs) < MIN_CALIBRATION:
+            raise DetectorFitError(
+                f"only {len(inputs)} {part} inputs are classified correctly; at least "
+                f"{MIN_CALIBRATION} are needed: raise --n-view-cal / --n-tune"
+            )
+    channels = int(data["fit"][0].shape[1])
+    views = {n: _make_view(n, config, channels).fit_features(fit) for n in view_names}
+    calibrators = {
+        n: ConformalCalibrator(v.predict_features(view_cal), tail=config.view_tail)
+        for n, v in views.items()
+    }
+
+    def p_values(inputs: ViewInputs) -> dict[str, np.ndarray]:
+        return {n: calibrators[n].trust(v.predict_features(inputs)) for n, v in views.items()}
+
+    untrusted_p = {k: p_values(collect(x, k)) for k, x in untrusted.items() if len(x)}
+    methods = default_methods() if config.fusion is None else (Method(config.fusion, "all"),)
+    choice = choose_fusion(
+        view_names,
+        p_values(tune),
+        untrusted_p,
+        methods=methods,
+        seed=config.seed,
+        criterion=config.criterion,
+        alpha=config.alpha,
+    )
+    logger.info(
+        "fit (%s): fusion %s over %s, left-out-kind %s %.4f",
+        tag,
+        choice.method,
+        ",".join(choice.fusion.views),
+        config.criterion,
+        choice.scores[choice.method],
+    )
+    counts = {"fit": len(fit), "view_cal": len(view_cal), "tune": len(tune)}
+    return _Candidate(rescale, views, calibrators, choice, engine, counts)
+
+
+def fit_trust_scorer(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    model_name: str,
+    weights_sha256: str,
+    config: FitConfig,
+    dataset: str = "unknown",
+    held_out: Tensor | None = None,
+    progress: bool = True,
+) -> TrustScorer:
+    """Fit the views, choose and fit their fusion, and calibrate the trust score.
+
+    Args:
+        model: the classifier (eval mode), taking [0, 1] pixels.
+        x: training inputs (N, C, H, W) in [0, 1].
+        y: training labels (N,).
+        model_name: recorded in the scorer (and in its error messages).
+        weights_sha256: the model's weights hash, recorded so loading can refuse other weights.
+        config: sizes, seeds and choices.
+        dataset: data set name, recorded as provenance (and choosing the attack budget).
+        held_out: indices of ``x`` the model was not trained on (``gga_training.splits``); ``None``
+            when unknown (a model trained elsewhere): then calibration draws from all images and
+            may flag new clean inputs more often than alpha.
+        progress: show progress bars.
+
+    Returns:
+        The fitted ``TrustScorer``; ``provenance`` holds sizes, sources, seeds and choices.
+
+    Raises:
+        DetectorFitError: too few usable inputs, a view the model cannot serve, or no untrusted
+            input to choose a fusion with.
+    """
+    start = time.perf_counter()
+    model = model.eval()
+    served = available_views(has_penultimate(model))
+    if config.views is None:
+        view_names = served
+        if len(served) < len(VIEWS):
+            logger.warning(
+                "%s exposes no penultimate features (models/penultimate.py): fitting without "
+                "the views that need them (%s)",
+                model_name,
+                ", ".join(v for v in VIEWS if v not in served),
+            )
+    else:
+        missing = [v for v in config.views if v not in served]
+        if missing:
+            raise ViewUnavailableError(
+                f"views {missing} need penultimate features, which {model_name} does not expose "
+                f"(embed(x) and a linear head, models/penultimate.py); this model can serve "
+                f"{', '.join(served)}: run `gga fit {model_name} --views {','.join(served)}`"
+            )
+        view_names = config.views
+
+    splits = fit_splits(len(x), held_out, config)
+    data = {part: (x[idx], y[idx]) for part, idx in splits.parts().items()}
+    eps = LINF_EPS.get(dataset, 0.1)
+    # Untrusted inputs are made once, from the correctly classified tune images.
+    with torch.no_grad():
+        tune_pred = torch.cat(
+            [
+                model(data["tune"][0][i : i + 256]).argmax(1)
+                for i in range(0, len(data["tune"][0]), 256)
+            ]
+        )
+    ok = tune_pred == data["tune"][1]
+    untrusted = make_training_untrusted(
+        model,
+        data["tune"][0][ok],
+        data["tune"][1][ok],
+        eps=eps,
+        seed=config.seed,
+        kinds=config.untrusted_kinds,
+        pgd_steps=config.pgd_steps,
+        batch_size=config.batch_size,
+        progress=progress,
+    )
+    options = {"auto": (True, False), "on": (True,), "off": (False,)}[config.rescale]
+    candidates = [
+        _fit_candidate(model, rescale, view_names, data, untrusted, config, progress)
+        for rescale in options
+    ]
+    best = max(candidates, key=lambda c: c.choice.scores[c.choice.method])
+
+    cal_inputs = collect_view_inputs(
+        best.engine, data["cal"][0], config.batch_size, "fit: calibration", progress
+    )
+    cal_inputs = _correct(cal_inputs, data["cal"][1], "calibration")
+    scorer = TrustScorer(
+        views=best.views,
+        view_calibrators=best.view_calibrators,
+        fusion=best.choice.fusion,
+        # Replaced below: the final calibration scores the calibration part with this scorer.
+        calibrator=ConformalCalibrator(np.zeros(MIN_CALIBRATION)),
+        alpha=config.alpha,
+        engine_options=engine_options_dict(best.engine.options),
+        model_name=model_name,
+        weights_sha256=weights_sha256,
+    )
+    if len(cal_inputs) < MIN_CALIBRATION:
+        raise DetectorFitError(
+            f"only {len(cal_inputs)} calibration inputs are classified correctly; at least "
+            f"{MIN_CALIBRATION} are needed: raise --n-cal"
+        )
+    scorer.calibrator = ConformalCalibrator(scorer.score(cal_inputs))
+
+    counts = {**best.counts, "cal": len(cal_inputs)}
+    provenance: dict[str, Any] = {
+        "dataset": dataset,
+        "split": "train",
+        "seed": config.seed,
+        "calibration_inputs": splits.sources["cal"],
+        "parts": {
+            part: {
+                "drawn": len(idx),
+                "correct": counts[part],
+                "source": splits.sources[part],
+                "indices_sha256": indices_digest(idx),
+            }
+            for part, idx in splits.parts().items()
+        },
+        "n_fit": counts["fit"],
+        "n_cal": counts["cal"],
+        "untrusted": {
+            "made_from": "tune",
+            "eps_linf": eps,
+            "pgd_steps": config.pgd_steps,
+            "kinds": {k: len(v) for k, v in untrusted.items()},
+        },
+        "choices": {
+            "rescale_logits": {
+                "chosen": best.rescale,
+                "given" if config.rescale != "auto" else "measured": {
+                    str(c.rescale): round(c.choice.scores[c.choice.method], 4) for c in candidates
+                },
+            },
+            "fusion": best.choice.to_dict(),
+            "views_offered": list(view_names),
+        },
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    logger.info(
+        "fitted %s: views %s, fusion %s, rescaled %s; calibrated on %d inputs (%s)",
+        model_name,
+        ",".join(best.choice.fusion.views),
+        best.choice.method,
+        best.rescale,
+        len(cal_inputs),
+        splits.sources["cal"],
+    )
+    scorer.provenance = provenance
+    return scorer

@@ -1,0 +1,237 @@
+"""Choosing how to fuse the views, by measurement on held-out training images.
+
+Each candidate *method* is a fusion rule (``detectors.fusion``) with a way of choosing its
+views: all of them, or the subset that does best on the untrusted kinds it is shown. The
+logistic fusion learns its weights. Methods that learn anything from untrusted inputs are
+scored by **leave-one-kind-out**: for each kind of untrusted input (``gga_lab.untrusted``),
+the method learns on the other kinds and is measured on the one it never saw, against clean
+inputs it did not learn from. That is the question a user cares about: how well the trust score
+catches a kind of input nobody prepared it for. A method's score is its mean measure over the
+left-out kinds; the best method is then learnt again on every kind.
+
+What "does best" means is the *criterion*. ``auroc`` (the default) ranks: how often an untrusted
+input scores above a clean one, at every threshold. ``tnr`` measures where the service works:
+the share of the left-out kind flagged at the trust score's alpha, the threshold set on the
+clean inputs the method did not learn from. AUROC can reward a view that ranks a kind just past
+the clean inputs' tail, which the flag then mostly misses (docs/results.md, CIFAR-10).
+
+Every candidate subset contains one of the GGA views (``gga-csm`` or ``gga-paper``) where the
+model has them: the gradient geometry is part of every trust score this service gives.
+"""
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.fusion import FUSIONS, Fusion
+from gga_lab.metrics import auroc, tnr_at_tpr
+
+GGA_VIEWS: tuple[str, ...] = ("gga-csm", "gga-paper")
+UNSUPERVISED_RULES: tuple[str, ...] = ("fisher", "cauchy", "tippett")
+CRITERIA: dict[str, str] = {
+    "auroc": "mean AUROC over untrusted kinds, each left out of what the method learnt",
+    "tnr": "mean share flagged at alpha over untrusted kinds, each left out of what the method "
+    "learnt",
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A fusion rule and how its views are chosen (``"all"`` or ``"subset"``)."""
+
+    rule: str
+    views: str = "all"
+
+    @property
+    def name(self) -> str:
+        return self.rule if self.views == "all" else f"{self.rule}-subset"
+
+
+@dataclass
+class FusionChoice:
+    """The chosen fusion and what each candidate measured.
+
+    Attributes:
+        method: the chosen method's name.
+        fusion: the fusion learnt on every kind, ready to use.
+        scores: each method's mean left-out-kind measure (``criterion``).
+        per_kind: each method's measure per left-out kind.
+        criterion: a key of ``CRITERIA``.
+    """
+
+    method: str
+    fusion: Fusion
+    scores: dict[str, float] = field(default_factory=dict)
+    per_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    criterion: str = "auroc"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": self.method,
+            "views": list(self.fusion.views),
+            "criterion": CRITERIA[self.criterion],
+            "criterion_name": self.criterion,
+            "scores": {k: round(v, 4) for k, v in self.scores.items()},
+            "per_kind": {
+                m: {k: round(v, 4) for k, v in kinds.items()} for m, kinds in self.per_kind.items()
+            },
+        }
+
+
+def default_methods(supervised: bool = True) -> tuple[Method, ...]:
+    """Every unsupervised rule over all views and over a chosen subset, and the logistic."""
+    methods = [Method(r, v) for r in UNSUPERVISED_RULES for v in ("all", "subset")]
+    if supervised:
+        methods.append(Method("logistic", "all"))
+    return tuple(methods)
+
+
+def candidate_subsets(views: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``views`` (order kept) holding a GGA view, if any exists."""
+    required = [v for v in views if v in GGA_VIEWS]
+    subsets = []
+    for r in range(1, len(views) + 1):
+        for subset in itertools.combinations(views, r):
+            if not required or any(v in GGA_VIEWS for v in subset):
+                subsets.append(subset)
+    return subsets
+
+
+class _Data:
+    """P-values of clean and untrusted inputs, as (N, V) matrices in ``views`` order."""
+
+    def __init__(
+        self,
+        views: tuple[str, ...],
+        clean: dict[str, np.ndarray],
+        untrusted: dict[str, dict[str, np.ndarray]],
+    ) -> None:
+        self.views = views
+        self.clean = np.stack([clean[v] for v in views], axis=1)
+        self.untrusted = {
+            k: np.stack([p[v] for v in views], axis=1)
+            for k, p in untrusted.items()
+            if len(p[views[0]])
+        }
+
+    def columns(self, subset: tuple[str, ...]) -> list[int]:
+        return [self.views.index(v) for v in subset]
+
+
+@dataclass(frozen=True)
+class _Criterion:
+    """One left-out kind's measure: ``auroc``, or ``tnr`` (the share flagged at ``alpha``)."""
+
+    name: str = "auroc"
+    alpha: float = 0.05
+
+    def __call__(self, trusted: np.ndarray, untrusted: np.ndarray) -> float:
+        if self.name == "tnr":  # the share flagged where 1 - alpha of clean inputs pass
+            return tnr_at_tpr(trusted, untrusted, 1.0 - self.alpha)
+        return auroc(trusted, untrusted)
+
+
+def _learn(
+    method: Method,
+    data: _Data,
+    clean: np.ndarray,
+    kinds: list[str],
+    subsets: list[tuple[str, ...]],
+    criterion: _Criterion,
+) -> Fusion:
+    """The fusion ``method`` learns from clean rows ``clean`` and the untrusted ``kinds``."""
+    rule = FUSIONS[method.rule]
+    if method.rule == "logistic":
+        fusion = rule(data.views)
+        x = np.r_[data.clean[clean], *[data.untrusted[k] for k in kinds]]
+        labels = np.r_[np.zeros(len(clean)), np.ones(sum(len(data.untrusted[k]) for k in kinds))]
+        # Each kind weighs as much as any other, whatever its size.
+        weights = np.r_[
+            np.ones(len(clean)),
+            *[np.full(len(data.untrusted[k]), 1.0 / len(data.untrusted[k])) for k in kinds],
+        ]
+        weights[len(clean) :] *= len(clean) / len(kinds)
+        return fusion.fit(x, labels, sample_weight=weights)
+    if method.views == "all":
+        return rule(data.views)
+    best, best_score = None, -np.inf
+    for subset in subsets:
+        fusion = rule(subset)
+        cols = data.columns(subset)
+        trusted = fusion.statistic(data.clean[clean][:, cols])
+        score = np.mean(
+            [criterion(trusted, fusion.statistic(data.untrusted[k][:, cols])) for k in kinds]
+        )
+        if score > best_score:
+            best, best_score = fusion, score
+    assert best is not None
+    return best
+
+
+def _statistic(
+    fusion: Fusion, data: _Data, rows: np.ndarray | None, kind: str | None
+) -> np.ndarray:
+    cols = data.columns(fusion.views)
+    matrix = data.clean[rows] if kind is None else data.untrusted[kind]
+    return fusion.statistic(matrix[:, cols])
+
+
+def choose_fusion(
+    views: tuple[str, ...],
+    clean: dict[str, np.ndarray],
+    untrusted: dict[str, dict[str, np.ndarray]],
+    *,
+    methods: tuple[Method, ...] | None = None,
+    seed: int = 0,
+    criterion: str = "auroc",
+    alpha: float = 0.05,
+) -> FusionChoice:
+    """Measure every method by leave-one-kind-out and learn the best on every kind.
+
+    Args:
+        views: the views available, in order.
+        clean: each view's p-values (N,) of clean, correctly classified held-out inputs.
+        untrusted: per kind, each view's p-values (M_k,) of the untrusted inputs.
+        methods: candidates (default ``default_methods()``).
+        seed: seeds the split of the clean inputs into a learning and a measuring half.
+        criterion: what "best" means, a key of ``CRITERIA``.
+        alpha: the flag threshold the ``tnr`` criterion measures at.
+
+    Returns:
+        The ``FusionChoice``.
+
+    Raises:
+        ValueError: fewer than two kinds with inputs, too few clean inputs, or an unknown
+            criterion.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    measure = _Criterion(criterion, alpha)
+    data = _Data(tuple(views), clean, untrusted)
+    kinds = sorted(data.untrusted)
+    if len(kinds) < 2:
+        raise ValueError(
+            f"choosing a fusion needs untrusted inputs of two kinds at least, got {kinds}"
+        )
+    if len(data.clean) < 20:
+        raise ValueError(f"choosing a fusion needs 20 clean inputs at least, got {len(data.clean)}")
+    order = np.random.default_rng(seed).permutation(len(data.clean))
+    learn_rows, measure_rows = np.sort(order[::2]), np.sort(order[1::2])
+    subsets = candidate_subsets(data.views)
+    methods = methods or default_methods()
+    scores, per_kind = {}, {}
+    for method in methods:
+        per_kind[method.name] = {}
+        for left_out in kinds:
+            others = [k for k in kinds if k != left_out]
+            fusion = _learn(method, data, learn_rows, others, subsets, measure)
+            trusted = _statistic(fusion, data, measure_rows, None)
+            per_kind[method.name][left_out] = measure(
+                trusted, _statistic(fusion, data, None, left_out)
+            )
+        scores[method.name] = float(np.mean(list(per_kind[method.name].values())))
+    best = max(methods, key=lambda m: scores[m.name])
+    fusion = _learn(best, data, np.arange(len(data.clean)), kinds, subsets, measure)
+    return FusionChoice(best.name, fusion, scores, per_kind, criterion)
