@@ -37,9 +37,13 @@ WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY models ./models
 COPY detectors ./detectors
-COPY attacks ./attacks
 COPY service ./service
 COPY gga_cli ./gga_cli
+# The lab, training and attacks: the server never imports them (.importlinter), but `gga fit`
+# of a user's model (docs/models.md) runs in the container too.
+COPY attacks ./attacks
+COPY gga_training ./gga_training
+COPY gga_lab ./gga_lab
 # A regular (not editable) install of the serving dependencies only (no [train]/[eval] extras),
 # at the versions CI tests (constraints.txt): the code and models/zoo land in site-packages.
 RUN pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \

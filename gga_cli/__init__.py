@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "bench",
     "fit",
     "evaluate",
+    "lab",
     "experiment",
 )
 

@@ -1,8 +1,7 @@
-"""``gga bench``: benchmarks. ``gga bench engine`` measures the GGA gradient engine;
-``gga bench serve`` (``gga_cli/bench_serve.py``) the served model.
-
-``bench`` is a group: each benchmark is a sub-subcommand registered here (the engine one is
-self-contained in this module).
+"""``gga bench``: benchmarks. ``gga bench engine`` measures the GGA gradient engine (here);
+``serve`` and ``overload`` the served model (``bench_serve.py``, ``bench_overload.py``); ``views``,
+``batch-invariance``, ``imported`` and ``train-speed`` the rest (``bench_tools.py``). The measuring
+code is in ``gga_lab.bench``; these modules only parse arguments.
 """
 
 import argparse
@@ -10,13 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from models.errors import GGAUserError
+from gga_cli.arguments import BenchArgumentError, positive_ints
 
 DEFAULT_ZOO_MODELS = ("fashion-mnist-cnn", "mnist-lenet-low")
-
-
-class BenchArgumentError(GGAUserError, ValueError):
-    """A benchmark option has an unusable value."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,10 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     _register_engine(group)
     from gga_cli.bench_overload import register_overload
-    from gga_cli.bench_serve import register_serve  # owned by the service benchmark
+    from gga_cli.bench_serve import register_serve
+    from gga_cli.bench_tools import register_tools
 
     register_serve(group)
     register_overload(group)
+    register_tools(group)
 
 
 def _register_engine(group: argparse._SubParsersAction) -> None:
@@ -65,18 +62,6 @@ def _register_engine(group: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_engine)
 
 
-def _batch_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise BenchArgumentError(
-            f"--batch-sizes must be positive integers separated by commas, got {text!r}"
-        )
-    return sizes
-
-
 def run_engine(args: argparse.Namespace) -> int:
     import torch
 
@@ -88,7 +73,7 @@ def run_engine(args: argparse.Namespace) -> int:
         summarize_floors,
     )
 
-    sizes = _batch_sizes(args.batch_sizes)
+    sizes = positive_ints(args.batch_sizes, "--batch-sizes")
     if args.repeats < 1 or args.threads < 1:
         raise BenchArgumentError("--repeats and --threads must be at least 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -11,11 +11,9 @@ deviation of about sqrt(alpha (1 - alpha) / (n + 2))). For contrast it also show
 on images the model was trained on (a seeded sample): these look more trustworthy than new
 ones, which is why `gga fit` calibrates on held-out images. It writes the figures as JSON (--out).
 
-    python -m gga_lab.analysis.false_alarms --data-dir ../shared/data \
-        --out docs/results/false_alarms.json
+    gga lab false-alarms --data-dir ../shared/data --out docs/results/false_alarms.json
 """
 
-import argparse
 import json
 import math
 import sys
@@ -69,25 +67,23 @@ def false_alarm_rate(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("models", nargs="*", help="model names (default: every model)")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--repo", help="model repository (default: the shipped zoo)")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument(
-        "--n-trained", type=int, default=5000, help="images the model trained on, for contrast"
-    )
-    parser.add_argument("--out", type=Path, help="write the figures here as JSON")
-    args = parser.parse_args()
+def report(
+    models: list[str],
+    repo: str | None = None,
+    data_dir: str | None = None,
+    batch: int = 256,
+    n_trained: int = 5000,
+    out: Path | None = None,
+) -> list[dict]:
+    """Measure every model (all of the repository's when ``models`` is empty), print a markdown
+    table and write the figures as JSON to ``out``."""
     torch.set_grad_enabled(True)
-    repo = ModelRepository(args.repo)
+    repository = ModelRepository(repo)
     rows = [
-        false_alarm_rate(name, repo, args.data_dir, args.batch, args.n_trained)
-        for name in (args.models or repo.names())
+        false_alarm_rate(name, repository, data_dir, batch, n_trained)
+        for name in (models or repository.names())
     ]
-    out = sys.stdout
-    out.write(
+    sys.stdout.write(
         "| model | alpha | calibration inputs | correct test inputs | flagged | false-alarm rate "
         "| 1 sd (test + calibration) | flagged among misclassified "
         "| flagged among trained-on images |\n"
@@ -95,17 +91,14 @@ def main() -> None:
     )
     for r in rows:
         missed, trained = r["flag_rate_misclassified"], r["flag_rate_trained_on"]
-        out.write(
+        sys.stdout.write(
             f"| {r['model']} | {r['alpha']:.2f} | {r['n_calibration']:,} "
             f"| {r['n_correct']:,} | {r['flagged_correct']:,} "
             f"| {100 * r['false_alarm_rate']:.1f}% | {100 * r['sd']:.1f} "
             f"| {'-' if missed is None else f'{100 * missed:.1f}%'} "
             f"| {'-' if trained is None else f'{100 * trained:.1f}%'} |\n"
         )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows

@@ -8,29 +8,32 @@ flags differ. A second measurement pads every batch to one fixed size (the image
 other images at another position) to see whether fixed-size batches would make results
 batch-invariant.
 
-    python gga_lab/bench/batch_invariance.py --data-dir ../shared/data [--n 128] [--out FILE.json]
+    gga bench batch-invariance --data-dir ../shared/data [--n 128] [--json FILE]
 
-docs/detectors.md reports its figures; tests/detectors/test_batch_invariance.py checks the bound
+docs/detectors.md reports its figures; tests/service/test_batch_invariance.py checks the bound
 on a smaller sample.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline
+from models.data import load_dataset
+from models.repository import ModelRepository
 
-from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline  # noqa: E402
-from models.data import load_dataset  # noqa: E402
-from models.repository import ModelRepository  # noqa: E402
+DEFAULT_MODELS = (
+    "fashion-mnist-cnn",
+    "fashion-mnist-cnn-pgd",
+    "mnist-lenet-low",
+    "mnist-lenet-high",
+)
 
 FIELDS = ("probabilities", "csm", "features", "trust")
 
@@ -97,26 +100,20 @@ def measure(name: str, data_dir: str | None, n: int, sizes: tuple[int, ...]) -> 
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", help="data sets folder (default: $GGA_DATA_DIR)")
-    parser.add_argument("--models", default="fashion-mnist-cnn,fashion-mnist-cnn-pgd,"
-                        "mnist-lenet-low,mnist-lenet-high")  # fmt: skip
-    parser.add_argument("--n", type=int, default=128, help="test images per model")
-    parser.add_argument("--sizes", default="8,32,64", help="batch sizes compared with batch 1")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
-    sizes = tuple(int(s) for s in args.sizes.split(","))
-    results = [measure(m, args.data_dir, args.n, sizes) for m in args.models.split(",")]
+def report(
+    models: Sequence[str] = DEFAULT_MODELS,
+    data_dir: str | None = None,
+    n: int = 128,
+    sizes: Sequence[int] = (8, 32, 64),
+    threads: int = 1,
+    out: Path | None = None,
+) -> list[dict]:
+    """Measure every model, print the results as JSON and write them to ``out``."""
+    torch.set_num_threads(threads)
+    results = [measure(m, data_dir, n, tuple(sizes)) for m in models]
     text = json.dumps(results, indent=2)
     sys.stdout.write(text + "\n")
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    return results

@@ -9,15 +9,16 @@ over the rounds: images per second of wall time, and images per CPU-second of th
 a setting costs, which a busy machine disturbs far less than wall time). docs/training.md quotes
 its output.
 
-    python gga_lab/bench/train_speed.py [--rounds 6] [--steps 4] [--threads 1,2] [--no-compile]
+    gga bench train-speed [--rounds 6] [--steps 4] [--threads 1,2] [--no-compile] [--json FILE]
 """
 
-import argparse
+import json
 import logging
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -50,55 +51,66 @@ def make_step(channels_last: bool, compiled: bool) -> Callable[[], None]:
     return step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6, help="rounds of turns")
-    parser.add_argument("--steps", type=int, default=4, help="steps per setting per round")
-    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def report(
+    rounds: int = 6,
+    steps: int = 4,
+    threads: Sequence[int] = (1, 2),
+    compile_too: bool = True,
+    out: Path | None = None,
+) -> list[dict]:
+    """Time every setting, log a markdown table and write the rows as JSON to ``out``."""
     logger.info("load average before: %s", " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
     settings = {}
-    for threads in (int(t) for t in args.threads.split(",")):
+    for n_threads in threads:
         for channels_last in (False, True):
-            for compiled in (False,) if args.no_compile else (False, True):
-                torch.set_num_threads(threads)
+            for compiled in (False, True) if compile_too else (False,):
+                torch.set_num_threads(n_threads)
                 step = make_step(channels_last, compiled)
                 start = time.perf_counter()
                 for _ in range(2):
                     step()  # warm-up: compilation, oneDNN kernel choice
-                key = (threads, "channels_last" if channels_last else "NCHW", compiled)
+                key = (n_threads, "channels_last" if channels_last else "NCHW", compiled)
                 logger.info("%s: warm-up %.1f s", key, time.perf_counter() - start)
                 settings[key] = step
 
     wall: dict[tuple, list[float]] = {k: [] for k in settings}
     cpu: dict[tuple, list[float]] = {k: [] for k in settings}
-    for r in range(args.rounds):
+    for r in range(rounds):
         order = list(settings) if r % 2 == 0 else list(reversed(settings))
         for key in order:
             torch.set_num_threads(key[0])
             t_cpu, t_wall = time.process_time(), time.perf_counter()
-            for _ in range(args.steps):
+            for _ in range(steps):
                 settings[key]()
             wall[key].append(time.perf_counter() - t_wall)
             cpu[key].append(time.process_time() - t_cpu)
-        logger.info("round %d of %d done", r + 1, args.rounds)
+        logger.info("round %d of %d done", r + 1, rounds)
 
-    images = args.steps * BATCH
+    images = steps * BATCH
+    rows = []
     logger.info("| threads | memory format | compiled | img/s (wall) | img per CPU-s | epoch |")
     logger.info("|---|---|---|---|---|---|")
     for key in settings:
         rate = images / statistics.median(wall[key])
         per_cpu = images / statistics.median(cpu[key])
         minutes = TRAIN_IMAGES / rate / 60
-        threads, fmt, compiled = key
+        n_threads, fmt, compiled = key
         logger.info(
-            f"| {threads} | {fmt} | {compiled} | {rate:.0f} | {per_cpu:.0f} | {minutes:.1f} min |"
+            f"| {n_threads} | {fmt} | {compiled} | {rate:.0f} | {per_cpu:.0f} | {minutes:.1f} min |"
+        )
+        rows.append(
+            {
+                "threads": n_threads,
+                "memory_format": fmt,
+                "compiled": compiled,
+                "images_per_s": rate,
+                "images_per_cpu_s": per_cpu,
+                "epoch_minutes": minutes,
+            }
         )
     logger.info("load average after: %s", " ".join(f"{v:.2f}" for v in os.getloadavg()))
-
-
-if __name__ == "__main__":
-    main()
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows

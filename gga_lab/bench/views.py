@@ -4,12 +4,13 @@ Times the served pipeline, its engine call alone, and each view's scoring inside
 (the same inputs the service computes), with torch on one thread. A benchmark, not a test: the
 figures are for comparing with one another in one run.
 
-    python gga_lab/bench/views.py mnist-lenet-low --batch 32 --repeats 20
+    gga bench views mnist-lenet-low --batch 32 --repeats 20 [--json FILE]
 """
 
-import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,21 +20,26 @@ from detectors.trust import TrustScorer
 from models.repository import ModelRepository
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model")
-    p.add_argument("--repo", default=None, help="model repository (default: the zoo)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=20)
-    args = p.parse_args()
+def view_cost(
+    model: str,
+    repo: str | None = None,
+    batch: int = 32,
+    repeats: int = 20,
+    out: Path | None = None,
+) -> dict:
+    """Time the pipeline, its GGA pass and each fused view; print a table, write JSON to ``out``.
+
+    Returns:
+        Medians in ms per batch: ``pipeline``, ``gga_pass`` and ``views`` (name -> ms).
+    """
     torch.set_num_threads(1)
-    repo = ModelRepository(args.repo)
-    loaded = repo.load(args.model)
-    scorer = TrustScorer.load(repo.path(args.model), loaded.card.weights_sha256, args.model)
+    repository = ModelRepository(repo)
+    loaded = repository.load(model)
+    scorer = TrustScorer.load(repository.path(model), loaded.card.weights_sha256, model)
     pipeline = GGAPipeline(loaded.module.eval(), scorer)
     shape = tuple(loaded.card.input_shape)
-    pipeline.warmup(shape, (args.batch,))
-    x = torch.rand(args.batch, *shape, generator=torch.Generator().manual_seed(0))
+    pipeline.warmup(shape, (batch,))
+    x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(0))
     spent = {name: [] for name in scorer.views}
     for name, view in scorer.views.items():
         score = view.predict_features
@@ -49,27 +55,36 @@ def main() -> None:
     for times in spent.values():
         times.clear()
     whole, engine = [], []
-    for _ in range(args.repeats):  # interleaved, so that load changes hit both alike
+    for _ in range(repeats):  # interleaved, so that load changes hit both alike
         start = time.perf_counter()
         pipeline(x)
         whole.append(time.perf_counter() - start)
         start = time.perf_counter()
         pipeline.engine(x)
         engine.append(time.perf_counter() - start)
+    # The fused views: the only ones a request scores.
+    figures = {
+        "model": model,
+        "batch": batch,
+        "repeats": repeats,
+        "pipeline": _ms(whole),
+        "gga_pass": _ms(engine),
+        "views": {name: _ms(spent[name]) for name in scorer.view_names},
+    }
+    gga = figures["gga_pass"]
     lines = [
-        f"{args.model}, batch {args.batch}, median of {args.repeats} (ms per batch):",
-        f"  pipeline     {_ms(whole):8.2f}",
-        f"  GGA pass     {_ms(engine):8.2f}   pipeline / GGA pass = {_ms(whole) / _ms(engine):.3f}",
+        f"{model}, batch {batch}, median of {repeats} (ms per batch):",
+        f"  pipeline     {figures['pipeline']:8.2f}",
+        f"  GGA pass     {gga:8.2f}   pipeline / GGA pass = {figures['pipeline'] / gga:.3f}",
     ]
-    for name in scorer.view_names:  # the fused views: the only ones a request scores
-        cost = _ms(spent[name])
-        lines.append(f"  {name:12s} {cost:8.2f}   {cost / _ms(engine):6.1%} of it")
+    for name, cost in figures["views"].items():
+        lines.append(f"  {name:12s} {cost:8.2f}   {cost / gga:6.1%} of it")
     sys.stdout.write("\n".join(lines) + "\n")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
 
 
 def _ms(seconds: list[float]) -> float:
     return 1e3 * float(np.median(seconds))
-
-
-if __name__ == "__main__":
-    main()

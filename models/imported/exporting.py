@@ -1,7 +1,7 @@
 """Write one torch module in each of the three formats ``gga import`` reads.
 
 What a user does before importing, done for them: the benchmark of imported against native
-engines (``gga_lab/bench/imported.py``) and the import tests build their files with it.
+engines (``gga bench imported``) and the import tests build their files with it.
 """
 
 from pathlib import Path

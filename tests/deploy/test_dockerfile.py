@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 from tests.deploy.conftest import DEPLOY, REPO, require_tool, run_tool
@@ -73,6 +74,16 @@ def test_dockerignore_keeps_secrets_and_history_out_but_models_in() -> None:
         assert needed not in patterns
     copied = " ".join(args_of("COPY"))
     assert "deploy/docker-entrypoint.sh" in copied and "deploy/docker-entrypoint.sh" not in patterns
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    # A package left out of the build stage would install nothing and fail only when a command
+    # needing it runs in the container (`gga fit` needs gga_lab).
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = {pattern.rstrip("*") for pattern in find["find"]["include"]}
+    copied = {args.split()[0] for args in args_of("COPY") if not args.startswith("--")}
+    assert packages <= copied, packages - copied
+    assert all((REPO / package / "__init__.py").is_file() for package in packages)
 
 
 def fake_gga(tmp_path: Path) -> dict[str, str]:
