@@ -81,6 +81,49 @@ class PipelineOutput:
     engine_seconds: float
     views: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def rows(self, start: int, stop: int) -> "PipelineOutput":
+        """Inputs ``start:stop`` of the batch, as views of its arrays (nothing is copied).
+
+        ``engine_seconds`` stays the whole batch's: the engine timed the batch, not its rows.
+        """
+        cut = slice(start, stop)
+        return dataclasses.replace(
+            self,
+            probabilities=self.probabilities[cut],
+            labels=self.labels[cut],
+            trust=self.trust[cut],
+            flagged=self.flagged[cut],
+            features=self.features[cut],
+            csm=self.csm[cut],
+            classes=self.classes[cut],
+            saliency=None if self.saliency is None else self.saliency[cut],
+            views={name: p[cut] for name, p in self.views.items()},
+        )
+
+    @classmethod
+    def concat(cls, parts: "list[PipelineOutput]") -> "PipelineOutput":
+        """One output from the outputs of consecutive chunks of a batch (engine times added)."""
+        first = parts[0]
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        return cls(
+            probabilities=joined("probabilities"),
+            labels=joined("labels"),
+            trust=joined("trust"),
+            flagged=joined("flagged"),
+            features=joined("features"),
+            csm=joined("csm"),
+            classes=joined("classes"),
+            saliency=None if first.saliency is None else joined("saliency"),
+            engine_seconds=float(sum(p.engine_seconds for p in parts)),
+            views={name: np.concatenate([p.views[name] for p in parts]) for name in first.views},
+        )
+
 
 class GGAPipeline:
     """Model + gradient engine + trust scorer for one served model.
@@ -146,14 +189,15 @@ class GGAPipeline:
         else:
             result = self.scorer.evaluate(inputs)
             trust, flagged, views = result.trust, result.flagged, result.views
+        # Each tensor leaves the device once: the views' inputs are the output's arrays.
         return PipelineOutput(
             probabilities=out.probabilities.detach().cpu().numpy().astype(np.float32),
             labels=inputs.predicted,
             trust=trust.astype(np.float64),
             flagged=flagged,
             features=inputs.gga.astype(np.float32),
-            csm=out.csm.detach().cpu().numpy().astype(np.float32),
-            classes=out.classes.detach().cpu().numpy().astype(np.int64),
+            csm=inputs.csm,
+            classes=inputs.classes,
             saliency=(out.saliency.detach().cpu().numpy().astype(np.float32) if saliency else None),
             engine_seconds=seconds,
             views=views,

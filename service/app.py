@@ -19,10 +19,9 @@ from service.auth import Authenticator
 from service.console import mount_console
 from service.dataplane import DataPlane
 from service.errorlog import ThrottledLog
-from service.errors import InvalidInput, ServiceError
-from service.metrics import ServiceMetrics, render
+from service.errors import InvalidInput, ServiceError, validation_message
+from service.metrics import RejectReason, ServiceMetrics, render
 from service.protocol.middleware import (
-    AdmissionControl,
     AdmissionMiddleware,
     BodyLimitMiddleware,
     MetricsMiddleware,
@@ -78,9 +77,7 @@ async def _service_error(request: Request, err: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
-    first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-    where = ".".join(str(p) for p in first.get("loc", ())) or "request"
-    return _respond(request, InvalidInput(f"{where}: {first.get('msg')}"))
+    return _respond(request, InvalidInput(validation_message(err.errors(), "request")))
 
 
 async def _http_error(request: Request, err: Exception) -> JSONResponse:
@@ -107,54 +104,6 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
         The ASGI application; ``/v2/health/ready`` answers 200 once every model is loaded.
     """
     metrics = metrics or ServiceMetrics()
-    db = Database(settings.database_url)
-    registry = ModelRegistry.from_settings(settings, db, metrics)
-    auth = Authenticator(
-        db, settings.api_keys, required=settings.api_keys_required, pepper=settings.key_pepper
-    )
-    maintenance = StoreMaintenance(
-        db,
-        metrics,
-        retention_days=settings.retention_days,
-        prune_interval_s=settings.prune_interval_s,
-    )
-    # Image and tensor decoding is CPU work; on the event loop it would stall every other client
-    # (and the health checks) for as long as one large body takes.
-    decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
-
-    def start() -> None:
-        configure_torch_threads(settings.torch_threads)
-        if settings.run_migrations:
-            db.upgrade()  # under the migration lock: concurrent replicas take turns
-        else:
-            wait_until_current(settings.database_url, SCHEMA_WAIT_S)
-        app.state.store_ready = True
-        maintenance.start()
-        registry.load_all()
-        if auth.enabled:
-            logger.info("API keys required on every endpoint but health and metrics")
-        else:
-            logger.warning(
-                "no API keys configured: the service is OPEN to anyone who can reach it "
-                "(create one with `gga keys create`)"
-            )
-
-    def stop() -> None:
-        registry.stop_all()  # drains each queue; every batch commits before its responses
-        maintenance.stop()
-        decode_pool.shutdown(wait=False, cancel_futures=True)
-        db.dispose()
-        logger.info("stopped: queues drained, store closed")
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(start)
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(stop)
-            await app.state.limiter.close()
-
     # FastAPIOffline: /docs and /redoc load their scripts from the package, not from a CDN.
     app = FastAPIOffline(
         static_url="/docs-assets",
@@ -162,27 +111,13 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
         version="0.1.0",
         description="Image classifiers with a Geometric Gradient Analysis trust score on every "
         "prediction. Native API under /v1, Open Inference Protocol under /v2.",
-        lifespan=lifespan,
+        lifespan=_lifespan,
     )
-    app.state.settings = settings
-    app.state.store_ready = False
-    app.state.metrics = metrics
-    app.state.db = db
-    app.state.registry = registry
-    app.state.auth = auth
-    app.state.maintenance = maintenance
-    app.state.error_log = ThrottledLog(logger)
-    app.state.decode_pool = decode_pool
-    app.state.limiter = build_rate_limiter(
-        settings.rate_limit, settings.rate_limit_burst, settings.redis_url, settings.redis_prefix
-    )
-    app.state.dataplane = DataPlane(registry, db, settings)
-
+    _build_state(app, settings, metrics)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(GGAUserError, _user_error)
-
     register_v1_endpoints(app)
     register_v2_endpoints(app)
     install_body_schemas(app, [PredictJSON, InferRequest])
@@ -192,21 +127,91 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
         body, content_type = render(metrics.registry)
         return Response(body, media_type=content_type)
 
-    # Outermost first: metrics see every answer, including the body limit's 413 and the
-    # admission control's 503.
-    # The registry itself, not a copy of its names: models load and unload while serving.
-    names = registry
-    app.state.admission = AdmissionControl(
-        latency_budget_s=settings.queue_budget_s, floor=2 * settings.max_batch_size
-    )
     mount_console(app)
+    _add_middleware(app, settings, metrics, app.state.registry)
+    return app
+
+
+def _build_state(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
+    """The collaborators endpoints receive (``protocol/deps.py``), on ``app.state``."""
+    db = Database(settings.database_url)
+    registry = ModelRegistry.from_settings(settings, db, metrics)
+    app.state.settings = settings
+    app.state.store_ready = False
+    app.state.metrics = metrics
+    app.state.db = db
+    app.state.registry = registry
+    app.state.auth = Authenticator(
+        db, settings.api_keys, required=settings.api_keys_required, pepper=settings.key_pepper
+    )
+    app.state.maintenance = StoreMaintenance(
+        db,
+        metrics,
+        retention_days=settings.retention_days,
+        prune_interval_s=settings.prune_interval_s,
+    )
+    app.state.error_log = ThrottledLog(logger)
+    # Image and tensor decoding is CPU work; on the event loop it would stall every other client
+    # (and the health checks) for as long as one large body takes.
+    app.state.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+    app.state.limiter = build_rate_limiter(
+        settings.rate_limit, settings.rate_limit_burst, settings.redis_url, settings.redis_prefix
+    )
+    app.state.dataplane = DataPlane(registry, db, settings)
+
+
+def _add_middleware(
+    app: FastAPI, settings: Settings, metrics: ServiceMetrics, models: ModelRegistry
+) -> None:
+    """Body limit, admission control and request metrics, outermost added last.
+
+    Metrics see every answer, including the body limit's 413 and the admission control's 503;
+    both get the registry itself, not a copy of its names: models load and unload while serving.
+    """
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         AdmissionMiddleware,
-        control=app.state.admission,
-        on_refuse=lambda model: metrics.observe_rejection(
-            model if model in names else "", "overloaded"
-        ),
+        latency_budget_s=settings.queue_budget_s,
+        floor=2 * settings.max_batch_size,
+        models=models,
+        on_refuse=lambda model: metrics.observe_rejection(model, RejectReason.OVERLOADED),
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics, models=names)
-    return app
+    app.add_middleware(MetricsMiddleware, metrics=metrics, models=models)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await asyncio.to_thread(_start, app)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(_stop, app)
+        await app.state.limiter.close()
+
+
+def _start(app: FastAPI) -> None:
+    """Migrate (or wait for) the store, start its maintenance, load every model."""
+    settings: Settings = app.state.settings
+    configure_torch_threads(settings.torch_threads)
+    if settings.run_migrations:
+        app.state.db.upgrade()  # under the migration lock: concurrent replicas take turns
+    else:
+        wait_until_current(settings.database_url, SCHEMA_WAIT_S)
+    app.state.store_ready = True
+    app.state.maintenance.start()
+    app.state.registry.load_all()
+    if app.state.auth.enabled:
+        logger.info("API keys required on every endpoint but health and metrics")
+    else:
+        logger.warning(
+            "no API keys configured: the service is OPEN to anyone who can reach it "
+            "(create one with `gga keys create`)"
+        )
+
+
+def _stop(app: FastAPI) -> None:
+    app.state.registry.stop_all()  # drains each queue; every batch commits before its responses
+    app.state.maintenance.stop()
+    app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
+    app.state.db.dispose()
+    logger.info("stopped: queues drained, store closed")

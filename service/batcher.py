@@ -15,10 +15,13 @@ only the persist stage resolves the futures, so no response leaves before its ro
 committed. The persist stage may answer some requests of a batch with an error and the others
 with their results: one request's failure never sinks its companions.
 
-Load shedding: besides the bounded queue, a request is refused at once (503 + ``Retry-After``)
-when the wait the queue already promises, at the measured throughput, exceeds the queue-time
-budget; so the requests that are accepted are answered within about that budget instead of
-every request waiting longer and longer.
+Deadlines: a request is answered ``DeadlineExceeded`` (503), and nothing of it is stored, when its
+deadline passes while it is queued, while its micro-batch waits to fill, or before the persist
+stage takes the computed batch (the engine is not interrupted: the request's rows are dropped
+from the batch before the store transaction and the waiter answered then). Once its rows
+are handed to the store it is answered with them, however late, because a prediction that was
+stored must never be reported lost. The queue is bounded (``QueueFull``); load beyond what the
+server answers in time is shed before decoding, by the admission control of the protocol layer.
 
 A request is the unit of batching: its images are never split across micro-batches, so a batch's
 store transaction holds all of a request's rows or none of them.
@@ -40,7 +43,7 @@ from typing import Any
 
 from torch import Tensor
 
-from service.errors import DeadlineExceeded, Overloaded, QueueFull, ShuttingDown
+from service.errors import DeadlineExceeded, QueueFull, ShuttingDown
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class WorkItem:
         inputs: The request's images, (n, C, H, W) floats in [0, 1].
         context: Whatever the batch function needs per request (key id, flags); opaque here.
         enqueued_at: ``time.monotonic()`` at submission.
-        deadline: ``time.monotonic()`` after which the request is refused rather than computed.
+        deadline: ``time.monotonic()`` after which the request is refused rather than stored.
         started_at: When the worker took it into a batch.
     """
 
@@ -78,10 +81,12 @@ class WorkItem:
 
 
 # Runs on the compute thread. Without a persist function it returns one result per item, in
-# order, and must have stored them; with one, it returns whatever the persist function needs.
+# order, delivered as they are (so deadlines are last checked before it runs); with one, it
+# returns whatever the persist function needs.
 BatchFunction = Callable[[Sequence[WorkItem]], Any]
-# Runs on the persist thread with the batch and the compute function's output; returns one result
-# per item, in order, where an exception instance answers that item alone with that error.
+# Runs on the persist thread with the batch's requests still within their deadline (in order, a
+# subset of those computed) and the compute function's output; it stores theirs only and returns
+# one result per request given, where an exception instance answers that request alone.
 PersistFunction = Callable[[Sequence[WorkItem], Any], Sequence[Any]]
 
 _STOP = object()  # tells the persist thread that the compute thread has finished
@@ -155,11 +160,8 @@ class Batcher:
         max_batch_size: Most images in one micro-batch (a single larger request runs alone).
         max_latency_s: Longest a batch waits for more requests after its first one.
         queue_size: Most images queued; beyond it :meth:`submit` raises ``QueueFull`` at once.
-        queue_budget_s: Refuse a request at once (``Overloaded``) when the images queued ahead
-            of it would take longer than this at the measured throughput; 0 turns it off.
         on_depth: Called with the queued image count whenever it changes (a metrics gauge).
-        on_reject: Called with ``"queue_full"``, ``"overloaded"`` or ``"deadline"`` for each
-            refused request.
+        on_reject: Called with ``"queue_full"`` or ``"deadline"`` for each refused request.
         on_failure: Called with ``"compute"`` or ``"persist"`` when a whole stage fails.
     """
 
@@ -172,15 +174,14 @@ class Batcher:
         max_batch_size: int = 32,
         max_latency_s: float = 0.005,
         queue_size: int = 256,
-        queue_budget_s: float = 0.0,
         on_depth: Callable[[int], None] | None = None,
         on_reject: Callable[[str], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
-        if max_batch_size < 1 or queue_size < 1 or max_latency_s < 0 or queue_budget_s < 0:
+        if max_batch_size < 1 or queue_size < 1 or max_latency_s < 0:
             raise ValueError(
-                "max_batch_size and queue_size must be >= 1, max_latency_s and queue_budget_s "
-                f">= 0, got {max_batch_size}, {queue_size}, {max_latency_s}, {queue_budget_s}"
+                "max_batch_size and queue_size must be >= 1 and max_latency_s >= 0, got "
+                f"{max_batch_size}, {queue_size}, {max_latency_s}"
             )
         self.name = name
         self.batch_fn = batch_fn
@@ -188,7 +189,6 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self.queue_size = queue_size
-        self.queue_budget_s = queue_budget_s
         self.batch_times = BatchTimes(max_batch_size)
         self._on_depth = on_depth or (lambda _depth: None)
         self._on_reject = on_reject or (lambda _reason: None)
@@ -263,10 +263,6 @@ class Batcher:
         """Images waiting in the queue."""
         return self._queued_images
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     # -- event-loop side ---------------------------------------------------------------------
 
     async def submit(self, inputs: Tensor, context: Any, timeout_s: float) -> Any:
@@ -282,7 +278,8 @@ class Batcher:
 
         Raises:
             QueueFull: The queue cannot take ``n`` more images (raised at once).
-            DeadlineExceeded: The request was still queued at its deadline (never computed).
+            DeadlineExceeded: The deadline passed before the request's results were handed to
+                the persist stage (nothing of it is stored; see the module's docstring).
             ShuttingDown: The batcher no longer accepts requests.
         """
         loop = asyncio.get_running_loop()
@@ -302,11 +299,7 @@ class Batcher:
             # served alone instead of being refused forever.
             if self._queue and self._queued_images + item.size > self.queue_size:
                 self._on_reject("queue_full")
-                raise QueueFull(self.name, self.queue_size, self._retry_after(self._queued_images))
-            expected = self.expected_wait_s(item.size)
-            if self._queue and expected is not None and expected > self.queue_budget_s > 0:
-                self._on_reject("overloaded")
-                raise Overloaded(self.name, expected, self.queue_budget_s, self._retry_after())
+                raise QueueFull(self.name, self.queue_size, self._retry_after())
             self._queue.append(item)
             self._queued_images += item.size
             depth = self._queued_images
@@ -325,24 +318,15 @@ class Batcher:
             if expired:
                 self._on_reject("deadline")
                 raise DeadlineExceeded(self.name, timeout_s) from None
-            # Already being computed: its rows will be stored, so wait and answer with them
-            # rather than refuse a prediction that exists.
+            # Taken into a micro-batch: the workers answer it, with DeadlineExceeded if it is
+            # dropped before the store, or with its stored results; either way no stored
+            # prediction is reported lost.
             return await item.future
 
-    def expected_wait_s(self, extra_images: int = 0) -> float | None:
-        """Seconds until ``extra_images`` more images would be computed, at the measured rate.
-
-        Counts the images queued now; None until the first batch has been measured.
-        """
-        return self.batch_times.seconds_for(self._queued_images + extra_images)
-
-    def _retry_after(self, images: int | None = None) -> int:
-        """Whole seconds until the queue has room again (at least 1)."""
-        wait = self.batch_times.seconds_for(self._queued_images if images is None else images)
-        if wait is None:
-            return 1
-        over = wait - self.queue_budget_s if self.queue_budget_s > 0 else wait
-        return max(1, math.ceil(over))
+    def _retry_after(self) -> int:
+        """Whole seconds until the images queued now are computed (at least 1)."""
+        wait = self.batch_times.seconds_for(self._queued_images)
+        return 1 if wait is None else max(1, math.ceil(wait))
 
     def _remove(self, item: WorkItem) -> None:
         try:
@@ -371,14 +355,7 @@ class Batcher:
                     item = self._queue.popleft()
                     self._queued_images -= item.size
                     if time.monotonic() > item.deadline:
-                        # Its waiter is about to time out: refuse it here, before any work, so
-                        # it is never computed or stored.
-                        item.state = ItemState.EXPIRED
-                        self._resolve(
-                            item,
-                            error=DeadlineExceeded(self.name, item.deadline - item.enqueued_at),
-                        )
-                        self._on_reject("deadline")
+                        self._expire(item)  # before any work: never computed
                         continue
                     item.state = ItemState.RUNNING
                     batch.append(item)
@@ -394,12 +371,30 @@ class Batcher:
         self._on_depth(depth)
         return batch
 
+    def _in_time(self, batch: Sequence[WorkItem]) -> list[WorkItem]:
+        """The requests of ``batch`` still within their deadline; the others are refused."""
+        now = time.monotonic()
+        kept = []
+        for item in batch:
+            if now > item.deadline:
+                self._expire(item)
+            else:
+                kept.append(item)
+        return kept
+
+    def _expire(self, item: WorkItem) -> None:
+        """Answer ``item`` with ``DeadlineExceeded``: its deadline passed, nothing was stored."""
+        item.state = ItemState.EXPIRED
+        self._resolve(item, error=DeadlineExceeded(self.name, item.deadline - item.enqueued_at))
+        self._on_reject("deadline")
+
     def _run(self) -> None:
         try:
             while True:
                 batch = self._take_batch()
                 if batch is None:
                     return
+                batch = self._in_time(batch)  # waiting for the batch to fill may outlast some
                 if not batch:
                     continue
                 started = time.monotonic()
@@ -429,6 +424,10 @@ class Batcher:
             if entry is _STOP:
                 return
             batch, computed = entry
+            # Computed but not stored yet: a request past its deadline is refused, not stored.
+            batch = self._in_time(batch)
+            if not batch:
+                continue
             try:
                 results = self.persist_fn(batch, computed)
             except BaseException as err:

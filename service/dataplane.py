@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from detectors.features import FEATURE_NAMES
 from service.errors import InvalidInput, ModelNotReady
 from service.input_spec import InputSpec
 from service.model import RequestContext, ServedModel
+from service.predictions import Predictions
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.store import Database
@@ -48,6 +50,19 @@ def parse_window(window: str | None) -> dt.timedelta | None:
     return span
 
 
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A served model as one request sees it, from decoding to its answer.
+
+    Attributes:
+        model: The served model, found once by name.
+        spec: What its decoders accept: its card's input shape and the request limits.
+    """
+
+    model: ServedModel
+    spec: InputSpec
+
+
 class DataPlane:
     """Everything the endpoints ask of models and the store.
 
@@ -76,15 +91,23 @@ class DataPlane:
             raise ModelNotReady(name)
         return model
 
-    def input_spec(self, model: ServedModel) -> InputSpec:
+    def resolve(self, name: str) -> ResolvedModel:
+        """The ready model ``name`` with its input spec, looked up once for one request.
+
+        Raises:
+            ModelNotFound: Not served here.
+            ModelNotReady: Still loading.
+        """
+        model = self.model(name)
         card = model.card
-        return InputSpec(
+        spec = InputSpec(
             input_shape=tuple(card.input_shape),
             resize=bool(card.preprocessing.resize),
             max_images=self.settings.max_images_per_request,
             max_pixels=self.settings.max_pixels,
             resize_mode=card.preprocessing.resize_mode,
         )
+        return ResolvedModel(model, spec)
 
     def model_info(self, name: str) -> dict[str, Any]:
         model = self.model(name, require_ready=False)
@@ -115,15 +138,21 @@ class DataPlane:
     # -- inference -----------------------------------------------------------------------------
 
     async def predict(
-        self, name: str, inputs: Tensor, context: RequestContext
-    ) -> list[dict[str, Any]]:
-        """Predictions for a decoded batch, stored before they are returned.
+        self, target: ResolvedModel, inputs: Tensor, context: RequestContext
+    ) -> Predictions:
+        """Predictions for a batch decoded for ``target``, stored before they are returned.
+
+        Args:
+            target: The model the inputs were decoded for (:meth:`resolve`), never looked up
+                again: a reload meanwhile cannot hand them to a model of another shape.
+            inputs: (N, C, H, W) pixels in [0, 1].
+            context: The request's id, caller and flags.
 
         Raises:
-            ModelNotFound, ModelNotReady, QueueFull, DeadlineExceeded, ShuttingDown.
+            ModelNotReady: The model stopped meanwhile (replaced or unloaded); retry.
+            QueueFull, DeadlineExceeded, ShuttingDown, StoreUnavailable, StoreRejected.
         """
-        model = self.model(name)
-        return await model.predict(inputs, context, self.settings.request_timeout_s)
+        return await target.model.predict(inputs, context, self.settings.request_timeout_s)
 
     # -- the store ----------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ response in one handler, in the v1 body ``{"error": {"code", "message"}}`` or th
 ``{"error": "..."}``. Nothing else in the service chooses a status code.
 """
 
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
+from typing import Any
 
 from models.errors import GGAUserError
 
@@ -128,7 +130,9 @@ class ModelNotReady(ServiceError):
 
     def __init__(self, name: str) -> None:
         super().__init__(
-            f"model {name!r} is still loading; retry shortly", headers={"Retry-After": "1"}
+            f"model {name!r} is not ready (loading, or stopped while this request was read); "
+            "retry shortly",
+            headers={"Retry-After": "1"},
         )
 
 
@@ -145,30 +149,16 @@ class QueueFull(ServiceError):
 
 
 class Overloaded(ServiceError):
-    """Refused at once: the queue ahead would take longer than the queue-time budget."""
+    """Refused before decoding: the server holds more of the model's requests than it answers in
+    time (``GGA_QUEUE_BUDGET_S``)."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     code = "overloaded"
 
-    def __init__(self, name: str, expected_s: float, budget_s: float, retry_after_s: int) -> None:
+    def __init__(self, name: str, in_flight: int, budget_s: float) -> None:
         super().__init__(
-            f"model {name!r} is overloaded: the requests queued ahead would take about "
-            f"{expected_s:.1f} s, over the {budget_s:g} s budget; retry after {retry_after_s} s "
-            "(the budget is GGA_QUEUE_BUDGET_S)",
-            headers={"Retry-After": str(retry_after_s)},
-        )
-
-
-class ServerBusy(ServiceError):
-    """Refused before decoding: more requests in the server than it answers in time."""
-
-    status = HTTPStatus.SERVICE_UNAVAILABLE
-    code = "overloaded"
-
-    def __init__(self, in_flight: int, budget_s: float) -> None:
-        super().__init__(
-            f"the server holds {in_flight} prediction requests, as many as it answers within "
-            f"{budget_s:g} s (GGA_QUEUE_BUDGET_S); retry after 1 s",
+            f"model {name!r} is overloaded: the server holds {in_flight} of its requests, as many "
+            f"as it answers within {budget_s:g} s (GGA_QUEUE_BUDGET_S); retry after 1 s",
             headers={"Retry-After": "1"},
         )
 
@@ -252,3 +242,18 @@ class ServiceStarting(ServiceError):
             "the service is still starting (store migration, model loading); retry shortly",
             headers={"Retry-After": "1"},
         )
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]], where: str) -> str:
+    """pydantic's first validation error as ``"field.path: message"``.
+
+    Args:
+        errors: ``ValidationError.errors()`` or ``RequestValidationError.errors()``.
+        where: What to name when the error has no location (the whole body).
+
+    Returns:
+        One line for an ``InvalidInput`` message; the client fixes one error at a time.
+    """
+    first = errors[0] if errors else {"msg": "invalid"}
+    path = ".".join(str(part) for part in first.get("loc", ())) or where
+    return f"{path}: {first.get('msg')}"

@@ -47,7 +47,7 @@ TRUST_SCORE_BUCKETS: tuple[float, ...] = (
 
 
 class RejectReason(StrEnum):
-    """Why a request was refused before reaching the engine (the ``reason`` label's values)."""
+    """Why a request was refused with nothing stored (the ``reason`` label's values)."""
 
     QUEUE_FULL = "queue_full"
     OVERLOADED = "overloaded"
@@ -149,7 +149,7 @@ class ServiceMetrics:
         )
         self.rejected_requests = Counter(
             "gga_rejected_requests",
-            "Requests refused before the engine: queue_full, overloaded, rate_limited or deadline.",
+            "Requests refused, nothing stored: queue_full, overloaded, rate_limited or deadline.",
             ("model", "reason"),
             registry=r,
         )
@@ -265,7 +265,7 @@ class ServiceMetrics:
         ).set(1)
 
     def observe_rejection(self, model: str, reason: RejectReason | str) -> None:
-        """Count one request refused before the engine.
+        """Count one request refused with nothing stored (``deadline``: possibly after computing).
 
         Args:
             model: Model name.

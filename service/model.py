@@ -5,11 +5,12 @@ warm-up) and sets ``ready``; the data plane refuses requests until then. A micro
 on the batcher's compute thread and stored on its persist thread, in one transaction, before any
 of its responses is released, so no response is ever sent for a prediction that is not stored.
 A row the store refuses fails its own request only: the batch is then stored request by request.
+Each request gets its :class:`~service.predictions.Predictions`, arrays the protocol layer
+encodes; nothing is rendered here, so the persist thread only ever waits on the store.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -22,16 +23,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detectors.features import FEATURE_NAMES
 from detectors.persistence import DetectorNotFoundError
 from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline
 from models.card import ModelCard
 from models.repository import ModelRepository
 from service.batcher import Batcher, WorkItem
-from service.errors import ModelNotReady, StoreRejected, StoreUnavailable
+from service.errors import ModelNotReady, ServiceError, StoreRejected, StoreUnavailable
 from service.inference_stats import InferenceStats
 from service.metrics import ServiceMetrics
-from service.saliency import DEFAULT_OTHERS, saliency_maps
+from service.predictions import Predictions
 from service.store import Database, new_id
 from service.store import repository as store
 from service.store.errors import is_unavailable
@@ -46,16 +46,13 @@ class RequestContext:
     Attributes:
         request_id: Id of the HTTP request (stored with each row).
         owner: API key id of the caller, None in open mode.
-        explain: Add features and CSM to the results.
-        saliency: Add the predicted and runner-up sign maps as PNG base64.
-        saliency_others: How many other classes' sign maps ``saliency`` adds.
+        saliency: Keep the engine's sign maps for this request's micro-batch (the v1 encoder
+            draws them as PNGs).
     """
 
     request_id: str
     owner: str | None = None
-    explain: bool = False
     saliency: bool = False
-    saliency_others: int = DEFAULT_OTHERS
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,6 @@ class BatchingConfig:
         max_batch_size: Most images per engine call; larger requests are computed in chunks.
         max_latency_s: Longest a micro-batch waits to fill.
         queue_size: Images queued before refusing with 503.
-        queue_budget_s: Expected queue wait beyond which a request is refused at once (0: off).
         stop_timeout_s: Longest the queue may take to drain at shutdown.
         pad_batches: Pad every engine call to ``max_batch_size`` images (zeros), so each image
             is always computed in a batch of one size: results that do not depend on the batch.
@@ -75,7 +71,6 @@ class BatchingConfig:
     max_batch_size: int = 32
     max_latency_s: float = 0.005
     queue_size: int = 256
-    queue_budget_s: float = 0.0
     stop_timeout_s: float | None = None
     pad_batches: bool = False
 
@@ -84,10 +79,8 @@ class BatchingConfig:
 class _Computed:
     """A scored micro-batch on its way from the compute thread to the persist thread."""
 
-    out: PipelineOutput
-    rows: list[dict[str, Any]]
-    offsets: list[int]
-    inputs: Tensor  # the batch as the model saw it (saliency answers show it)
+    engine_seconds: float
+    predictions: dict[WorkItem, Predictions]  # each request's, not stored yet
 
 
 class ServedModel:
@@ -188,7 +181,6 @@ class ServedModel:
             max_batch_size=self.batching.max_batch_size,
             max_latency_s=self.batching.max_latency_s,
             queue_size=self.batching.queue_size,
-            queue_budget_s=self.batching.queue_budget_s,
             on_depth=lambda depth: self.metrics.set_queue_depth(self.name, depth),
             on_reject=lambda reason: self.metrics.observe_rejection(self.name, reason),
             on_failure=lambda stage: self.metrics.observe_batch_failure(self.name, stage),
@@ -233,23 +225,24 @@ class ServedModel:
 
     async def predict(
         self, inputs: Tensor, context: RequestContext, timeout_s: float
-    ) -> list[dict[str, Any]]:
+    ) -> Predictions:
         """Queue a request's images and wait for their stored predictions.
 
         Raises:
             ModelNotReady: Not loaded yet (or stopping).
             QueueFull, DeadlineExceeded, ShuttingDown: From the batcher.
+            StoreUnavailable, StoreRejected: The store did not take the rows (nothing stored).
         """
         if not self.ready or self.batcher is None:
             raise ModelNotReady(self.name)
         start = time.perf_counter()
         try:
-            results = await self.batcher.submit(inputs, context, timeout_s)
+            predictions = await self.batcher.submit(inputs, context, timeout_s)
         except Exception:
             self.stats.record_request(False, time.perf_counter() - start)
             raise
         self.stats.record_request(True, time.perf_counter() - start)
-        return results
+        return predictions
 
     # -- batcher threads ----------------------------------------------------------------------
 
@@ -266,7 +259,7 @@ class ServedModel:
             if len(x) <= step and not self.batching.pad_batches:
                 return self.pipeline(x, saliency=saliency)
             parts = [self._score_chunk(x[i : i + step], saliency) for i in range(0, len(x), step)]
-        return parts[0] if len(parts) == 1 else _concat(parts)
+        return parts[0] if len(parts) == 1 else PipelineOutput.concat(parts)
 
     def _score_chunk(self, x: Tensor, saliency: bool) -> PipelineOutput:
         """One engine call; padded with black images to ``max_batch_size`` when asked to.
@@ -281,35 +274,65 @@ class ServedModel:
         if not self.batching.pad_batches or n == size:
             return self.pipeline(x, saliency=saliency)
         padded = torch.cat([x, torch.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
-        out = self.pipeline(padded, saliency=saliency)
-        return _slice(out, n)
+        return self.pipeline(padded, saliency=saliency).rows(0, n)
 
     def _compute(self, items: Sequence[WorkItem]) -> _Computed:
-        """Compute thread: score the micro-batch and build its rows (nothing stored yet)."""
+        """Compute thread: score the micro-batch and cut it into requests (nothing stored yet)."""
         x = torch.cat([item.inputs for item in items])
         out = self._score(x, saliency=any(item.context.saliency for item in items))
         now = dt.datetime.now(dt.UTC)
-        rows = [self._row(out, i, now) for i in range(len(x))]
-        offsets = [int(o) for o in np.cumsum([0] + [item.size for item in items])]
-        for item, lo, hi in zip(items, offsets[:-1], offsets[1:], strict=True):
-            for row in rows[lo:hi]:
-                row["api_key_id"] = item.context.owner
-                row["request_id"] = item.context.request_id
-        return _Computed(out=out, rows=rows, offsets=offsets, inputs=x)
+        predictions = {}
+        starts = itertools.accumulate((item.size for item in items), initial=0)
+        for item, (lo, hi) in zip(items, itertools.pairwise(starts), strict=True):
+            predictions[item] = Predictions(
+                model=self.name,
+                model_version=str(self.card.version),
+                class_names=self.card.class_names,
+                ids=tuple(new_id() for _ in range(item.size)),
+                created_at=now,
+                out=out.rows(lo, hi),
+                inputs=item.inputs,
+            )
+        return _Computed(engine_seconds=out.engine_seconds, predictions=predictions)
 
-    def _persist(self, items: Sequence[WorkItem], computed: _Computed) -> list[Any]:
-        """Persist thread: store the batch, then build each request's results (or its error).
+    def _persist(
+        self, items: Sequence[WorkItem], computed: _Computed
+    ) -> list[Predictions | ServiceError]:
+        """Persist thread: store the requests still in time, then hand each its predictions.
 
-        The whole micro-batch goes in one transaction. If the store refuses it for a reason
-        other than being unreachable, each request is stored on its own, so one bad row answers
-        its own request with an error and every other request of the batch is still served.
+        ``items`` are the batch's requests the batcher still answers (those past their deadline
+        were refused, and their rows are dropped here). They go in one transaction. If the store
+        refuses it for a reason other than being unreachable, each request is stored on its own,
+        so one bad row answers its own request with an error and the others are still served.
         """
-        out, rows, offsets = computed.out, computed.rows, computed.offsets
-        spans = list(itertools.pairwise(offsets))
-        failures: dict[int, BaseException] = {}
+        requests = [computed.predictions[item] for item in items]
+        rows = [
+            p.to_rows(item.context.owner, item.context.request_id)
+            for item, p in zip(items, requests, strict=True)
+        ]
         persist_start = time.perf_counter()
+        failures = self._store(items, rows)
+        stored = [n for n in range(len(items)) if n not in failures]
+        if stored:
+            self._observe(
+                [items[n] for n in stored],
+                [requests[n] for n in stored],
+                computed.engine_seconds,
+                time.perf_counter() - persist_start,
+            )
+        return [failures.get(n, requests[n]) for n in range(len(items))]
+
+    def _store(
+        self, items: Sequence[WorkItem], rows: list[list[dict[str, Any]]]
+    ) -> dict[int, ServiceError]:
+        """Commit every request's rows; returns the error of each request not stored, by index.
+
+        Raises:
+            StoreUnavailable: The store cannot be reached (nothing was stored).
+        """
+        failures: dict[int, ServiceError] = {}
         try:
-            store.save_predictions(self.db, rows)
+            store.save_predictions(self.db, [row for request in rows for row in request])
         except Exception as err:
             if is_unavailable(err):
                 self.metrics.set_store_up(False)
@@ -319,9 +342,9 @@ class ServedModel:
                 self.name,
                 type(err).__name__,
             )
-            for n, (lo, hi) in enumerate(spans):
+            for n, request_rows in enumerate(rows):
                 try:
-                    store.save_predictions(self.db, rows[lo:hi])
+                    store.save_predictions(self.db, request_rows)
                 except Exception as item_err:
                     if is_unavailable(item_err):
                         failures[n] = StoreUnavailable(type(item_err).__name__)
@@ -334,114 +357,29 @@ class ServedModel:
                         )
                         failures[n] = StoreRejected(type(item_err).__name__)
         self.metrics.set_store_up(True)
-        stored = [i for n, (lo, hi) in enumerate(spans) if n not in failures for i in range(lo, hi)]
-        if stored:
-            waits = [
-                items[n].started_at - items[n].enqueued_at
-                for n, (lo, hi) in enumerate(spans)
-                if n not in failures
-                for _ in range(lo, hi)
-            ]
-            self.metrics.observe_batch(
-                self.name,
-                len(stored),
-                waits,
-                out.engine_seconds,
-                [t for t in out.trust[stored].tolist() if np.isfinite(t)],  # NaN: no detector
-                out.flagged[stored].tolist(),
-                {view: p[stored].tolist() for view, p in out.views.items()},
-            )
-            persist_s = time.perf_counter() - persist_start
-            self.stats.record_batch(len(stored), waits, out.engine_seconds, persist_s)
-        results: list[Any] = []
-        for n, (item, (lo, hi)) in enumerate(zip(items, spans, strict=True)):
-            if n in failures:
-                results.append(failures[n])
-            else:
-                results.append(
-                    [
-                        self._result(out, rows[i], i, item.context, computed.inputs[i])
-                        for i in range(lo, hi)
-                    ]
-                )
-        return results
+        return failures
 
-    def _row(self, out: PipelineOutput, i: int, now: dt.datetime) -> dict[str, Any]:
-        label = int(out.labels[i])
-        trust = float(out.trust[i])
-        return {
-            "id": new_id(),
-            "created_at": now,
-            "model": self.name,
-            "model_version": str(self.card.version),
-            "label": label,
-            "class_name": self.card.class_names[label],
-            "probabilities": [float(p) for p in out.probabilities[i]],
-            "trust_score": trust if np.isfinite(trust) else None,  # None: no detector
-            "flagged": bool(out.flagged[i]),
-            "features": [float(f) for f in out.features[i]],
-        }
-
-    def _result(
+    def _observe(
         self,
-        out: PipelineOutput,
-        row: dict[str, Any],
-        i: int,
-        context: RequestContext,
-        image: Tensor,
-    ) -> dict[str, Any]:
-        result = {k: row[k] for k in row if k not in ("features", "api_key_id", "request_id")}
-        if context.explain:
-            assert self.pipeline is not None
-            scorer = self.pipeline.scorer
-            result["explanation"] = {
-                "features": dict(zip(FEATURE_NAMES, row["features"], strict=True)),
-                "classes": [int(c) for c in out.classes[i]],
-                "csm": out.csm[i].astype(float).round(6).tolist(),
-                "views": {
-                    view: {"p_value": float(p[i]), "title": scorer.views[view].title}
-                    for view, p in out.views.items()
-                }
-                if scorer is not None
-                else {},
-                "fusion": scorer.fusion.kind if scorer is not None else None,
-            }
-        if context.saliency and out.saliency is not None:
-            result["saliency"] = saliency_maps(
-                out,
-                i,
-                image,
-                input_shape=self.card.input_shape,
-                class_names=self.card.class_names,
-                others=context.saliency_others,
-            )
-        return result
-
-
-def _slice(out: PipelineOutput, n: int) -> PipelineOutput:
-    """The first ``n`` images of a ``PipelineOutput`` (the rest were padding)."""
-    values = {}
-    for field in dataclasses.fields(PipelineOutput):
-        value = getattr(out, field.name)
-        if isinstance(value, np.ndarray):
-            value = value[:n]
-        elif isinstance(value, dict):
-            value = {k: v[:n] for k, v in value.items()}
-        values[field.name] = value
-    return PipelineOutput(**values)
-
-
-def _concat(parts: list[PipelineOutput]) -> PipelineOutput:
-    """One ``PipelineOutput`` from the outputs of consecutive chunks of a batch."""
-    arrays = {}
-    for field in dataclasses.fields(PipelineOutput):
-        values = [getattr(p, field.name) for p in parts]
-        if field.name == "engine_seconds":
-            arrays[field.name] = float(sum(values))
-        elif isinstance(values[0], np.ndarray):
-            arrays[field.name] = np.concatenate(values)
-        elif isinstance(values[0], dict):
-            arrays[field.name] = {k: np.concatenate([v[k] for v in values]) for k in values[0]}
-        else:
-            arrays[field.name] = None if values[0] is None else values[0]
-    return PipelineOutput(**arrays)
+        items: Sequence[WorkItem],
+        stored: Sequence[Predictions],
+        engine_seconds: float,
+        persist_s: float,
+    ) -> None:
+        """Metrics and statistics of the stored requests of a micro-batch."""
+        waits = [item.started_at - item.enqueued_at for item in items for _ in range(item.size)]
+        trust = np.concatenate([p.out.trust for p in stored])
+        views = {
+            view: np.concatenate([p.out.views[view] for p in stored])
+            for view in stored[0].out.views
+        }
+        self.metrics.observe_batch(
+            self.name,
+            len(waits),
+            waits,
+            engine_seconds,
+            trust[np.isfinite(trust)].tolist(),  # NaN: no detector
+            np.concatenate([p.out.flagged for p in stored]).tolist(),
+            {view: p.tolist() for view, p in views.items()},
+        )
+        self.stats.record_batch(len(waits), waits, engine_seconds, persist_s)

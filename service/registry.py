@@ -64,7 +64,6 @@ class ModelRegistry:
             max_batch_size=settings.max_batch_size,
             max_latency_s=settings.max_latency_ms / 1000.0,
             queue_size=settings.queue_size,
-            queue_budget_s=settings.queue_budget_s,
             stop_timeout_s=settings.drain_timeout_s,
             pad_batches=settings.pad_batches,
         )

@@ -33,6 +33,7 @@ from service.errors import (
     TooManyImages,
     TooManyPixels,
     UnsupportedMediaType,
+    validation_message,
 )
 from service.input_spec import InputSpec
 from service.protocol.schemas import PredictJSON
@@ -119,9 +120,8 @@ def _read_json(body: bytes, spec: InputSpec) -> Tensor:
     try:
         payload = PredictJSON.model_validate(data)
     except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidJSON(f"{where}: {first['msg']}; expected {ACCEPTED}") from err
+        message = validation_message(err.errors(), "body")
+        raise InvalidJSON(f"{message}; expected {ACCEPTED}") from err
     if (payload.images is None) == (payload.tensor is None):
         raise InvalidJSON("send exactly one of 'images' (base64 list) or 'tensor'")
     if payload.images is not None:

@@ -1,15 +1,16 @@
-"""Pure ASGI middleware: the body-size limit (before the body is read) and request metrics."""
+"""Pure ASGI middleware: the body-size limit (before the body is read), admission control (the
+service's load shedder) and request metrics."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Container
+from collections.abc import Callable, Container
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import BodyTooLarge, ServerBusy, ServiceError
+from service.errors import BodyTooLarge, Overloaded, ServiceError
 from service.metrics import ServiceMetrics
 
 
@@ -120,15 +121,16 @@ class MetricsMiddleware:
 
 
 class AdmissionControl:
-    """How many prediction requests may be in the server at once, from the rate it completes them.
+    """How many of one model's prediction requests may be in the server at once.
 
-    By Little's law a request admitted behind ``in_flight`` others waits about
-    ``in_flight / completion_rate``. Requests are admitted while that stays within
-    ``latency_budget_s``; beyond it they are refused at once, before any decoding, so the
-    requests accepted are answered within about the budget instead of every request waiting
-    longer and longer behind a backlog the batcher's queue never sees (bodies being read and
-    decoded, responses being written). A refused request's body is read and dropped, not
-    parsed. ``floor`` in-flight requests are always admitted, so micro-batches can still fill.
+    The service's one load shedder. By Little's law a request admitted behind ``in_flight``
+    others waits about ``in_flight / completion_rate``. Requests are admitted while that stays
+    within ``latency_budget_s``; beyond it they are refused at once, before their body is decoded,
+    so the requests accepted are answered within about the budget instead of every request
+    waiting longer and longer. In flight counts all of a request's time in the server (its body
+    read and decoded, queued, computed, stored, its response written), which the batcher's queue
+    alone does not see. ``floor`` in-flight requests are always admitted, so micro-batches can
+    still fill.
 
     Args:
         latency_budget_s: Target time a request spends in the server; 0 turns control off.
@@ -171,30 +173,44 @@ class AdmissionControl:
 
 
 class AdmissionMiddleware:
-    """Refuse prediction requests over :class:`AdmissionControl`'s limit with 503 + Retry-After.
+    """Refuse a model's prediction requests over its :class:`AdmissionControl` limit with 503.
 
-    Only ``POST`` to a predict or infer route counts; health checks, metrics and reads are never
-    refused here. Runs on the event loop only, so the counters need no lock.
+    Only ``POST`` to a served model's predict or infer route counts, each model on its own (a
+    slow model's backlog never refuses another's requests); health checks, metrics, reads and
+    unknown models are never refused here. Runs on the event loop only, so the counters need no
+    lock.
 
     Args:
         app: The wrapped application.
-        control: The shared admission state.
+        latency_budget_s: See :class:`AdmissionControl`.
+        floor: See :class:`AdmissionControl`.
+        models: Served model names (the live registry: models load and unload while serving).
         on_refuse: Called with the model name (for the rejection counter) on each refusal.
     """
 
-    def __init__(self, app: ASGIApp, control: AdmissionControl, on_refuse: Any = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        latency_budget_s: float,
+        floor: int,
+        models: Container[str],
+        on_refuse: Callable[[str], None] | None = None,
+    ) -> None:
         self.app = app
-        self.control = control
+        self.latency_budget_s = latency_budget_s
+        self.floor = floor
+        self.models = models
         self.on_refuse = on_refuse or (lambda _model: None)
+        # One per name ever served: bounded by the repository, never by what clients send.
+        self.controls: dict[str, AdmissionControl] = {}
 
-    @staticmethod
-    def _model_of(scope: Scope) -> str | None:
+    def _model_of(self, scope: Scope) -> str | None:
         if scope["type"] != "http" or scope["method"] != "POST":
             return None
         parts = scope["path"].strip("/").split("/")
         # /v1/models/{name}/predict and /v2/models/{name}/infer (and .../versions/{v}/infer)
         if len(parts) >= 4 and parts[1] == "models" and parts[-1] in ("predict", "infer"):
-            return parts[2]
+            return parts[2] if parts[2] in self.models else None
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -202,15 +218,18 @@ class AdmissionMiddleware:
         if model is None:
             await self.app(scope, receive, send)
             return
-        if not self.control.try_admit():
+        control = self.controls.get(model)
+        if control is None:
+            control = self.controls[model] = AdmissionControl(self.latency_budget_s, self.floor)
+        if not control.try_admit():
             self.on_refuse(model)
             await self._drain(receive)
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, model, control)
             return
         try:
             await self.app(scope, receive, send)
         finally:
-            self.control.done()
+            control.done()
 
     @staticmethod
     async def _drain(receive: Receive) -> None:
@@ -221,19 +240,19 @@ class AdmissionMiddleware:
             if message["type"] != "http.request" or not message.get("more_body", False):
                 return
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        limit = self.control.limit or 0
-        err = ServerBusy(self.control.in_flight, self.control.latency_budget_s)
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, model: str, control: AdmissionControl) -> None:
+        err = Overloaded(model, control.in_flight, control.latency_budget_s)
         body = json.dumps(error_body(scope["path"], err)).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 503,
+                "status": int(err.status),
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", b"1"),
-                    (b"x-gga-admission-limit", str(limit).encode()),
+                    *((k.lower().encode(), v.encode()) for k, v in err.headers.items()),
+                    (b"x-gga-admission-limit", str(control.limit or 0).encode()),
                 ],
             }
         )

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 
 from service.latency import predict_latency_quantiles
 from service.model import RequestContext
-from service.protocol.decode import ACCEPTED, check_request_id, read_predict_body
+from service.protocol.decode import ACCEPTED, check_request_id, off_loop, read_predict_body
 from service.protocol.deps import CallerDep, DataPlaneDep, MetricsDep
 from service.protocol.openapi import body_ref
 from service.protocol.schemas import (
@@ -23,6 +23,7 @@ from service.protocol.schemas import (
     Stats,
     StoredPrediction,
 )
+from service.protocol.v1_outputs import Extras, predict_response, render_extras
 from service.saliency import DEFAULT_OTHERS
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -68,22 +69,21 @@ async def predict(
     ] = DEFAULT_OTHERS,
 ) -> Response:
     """Classify images; every prediction comes with a calibrated trust score and an id."""
-    model = dataplane.model(name)
+    target = dataplane.resolve(name)
     sent_id = request.headers.get("x-request-id")
     request_id = check_request_id(sent_id, "X-Request-ID header") if sent_id else None
-    inputs = await read_predict_body(request, dataplane.input_spec(model))
+    inputs = await read_predict_body(request, target.spec)
     context = RequestContext(
-        request_id=request_id or uuid.uuid4().hex,
-        owner=caller,
-        explain=explain,
-        saliency=saliency,
-        saliency_others=saliency_others,
+        request_id=request_id or uuid.uuid4().hex, owner=caller, saliency=saliency
     )
-    results = await dataplane.predict(name, inputs, context)
-    # Serialised here once; returning the model would make FastAPI validate it a second time,
-    # a cost paid on the event loop for every request.
-    body = PredictResponse.model_validate({"predictions": results}).model_dump_json()
-    return Response(body, media_type="application/json")
+    predictions = await dataplane.predict(target, inputs, context)
+    extras = Extras(explain=explain, saliency=saliency, saliency_others=saliency_others)
+    added = (
+        await off_loop(request, render_extras, target.model, predictions, extras)
+        if extras.wanted
+        else None
+    )
+    return Response(predict_response(predictions, added), media_type="application/json")
 
 
 async def get_prediction(

@@ -11,7 +11,7 @@ import pydantic
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.errors import InvalidInput, InvalidJSON, InvalidTensor
+from service.errors import InvalidInput, InvalidJSON, InvalidTensor, validation_message
 from service.input_spec import InputSpec
 from service.model import RequestContext
 from service.protocol import v2_binary
@@ -142,9 +142,7 @@ def decode_infer_request(
     try:
         req = InferRequest.model_validate_json(header)
     except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidJSON(f"inference request {where}: {first['msg']}") from err
+        raise InvalidJSON(f"inference request {validation_message(err.errors(), 'body')}") from err
     if req.id is not None:
         check_request_id(req.id, "id")
     raw = v2_binary.binary_slices(
@@ -162,29 +160,27 @@ async def infer(
     name: str, request: Request, dataplane: DataPlaneDep, caller: CallerDep
 ) -> Response:
     """Run an inference request (JSON or with binary tensor data)."""
-    model = dataplane.model(name)
+    target = dataplane.resolve(name)
     req, inputs = await off_loop(
         request,
         decode_infer_request,
         await request.body(),
         request.headers.get(v2_binary.HEADER_LENGTH),
-        dataplane.input_spec(model),
+        target.spec,
     )
-    wanted = _wanted_outputs(req, served_outputs(model))
+    wanted = _wanted_outputs(req, served_outputs(target.model))
     request_id = req.id or uuid.uuid4().hex
     context = RequestContext(request_id=request_id, owner=caller)
-    results = await dataplane.predict(name, inputs, context)
+    predictions = await dataplane.predict(target, inputs, context)
+    out = predictions.out
     arrays = {
-        "probabilities": np.asarray([r["probabilities"] for r in results], dtype=np.float32),
-        "label": np.asarray([r["label"] for r in results], dtype=np.int64),
-        "trust_score": np.asarray(
-            [np.nan if r["trust_score"] is None else r["trust_score"] for r in results],
-            dtype=np.float32,
-        ),
-        "flagged": np.asarray([r["flagged"] for r in results], dtype=np.bool_),
-        "prediction_id": [r["id"].encode() for r in results],
+        "probabilities": out.probabilities,
+        "label": out.labels,
+        "trust_score": out.trust.astype(np.float32),  # NaN without a detector
+        "flagged": out.flagged,
+        "prediction_id": [prediction_id.encode() for prediction_id in predictions.ids],
     }
-    return _encode(name, model.card.version, request_id, wanted, arrays)
+    return _encode(name, predictions.model_version, request_id, wanted, arrays)
 
 
 def _encode(

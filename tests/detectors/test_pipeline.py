@@ -121,3 +121,38 @@ def test_without_a_scorer_the_pipeline_gives_labels_and_no_trust(tiny_mnist) -> 
     np.testing.assert_array_equal(out.labels, expected)
     assert np.isnan(out.trust).all() and not out.flagged.any() and out.views == {}
     assert out.csm.shape[0] == 5 and GGAPipeline(model, None).alpha is None
+
+
+class Seeing:
+    """The fitted scorer, keeping the inputs its views were given."""
+
+    def __init__(self, inner: TrustScorer) -> None:
+        self.inner = inner
+        self.seen = None
+
+    def evaluate(self, inputs):
+        self.seen = inputs
+        return self.inner.evaluate(inputs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_each_tensor_leaves_the_engine_once(tiny_mnist, scorer) -> None:
+    # The output holds the very arrays the views read: no second copy off the device.
+    seeing = Seeing(scorer)
+    out = GGAPipeline(tiny_mnist.model, seeing)(tiny_mnist.x_test[:4])
+    assert out.csm is seeing.seen.csm and out.classes is seeing.seen.classes
+    assert out.labels is seeing.seen.predicted
+
+
+def test_rows_and_concat_give_back_the_batch(tiny_mnist, scorer) -> None:
+    out = GGAPipeline(tiny_mnist.model, scorer)(tiny_mnist.x_test[:5], saliency=True)
+    parts = [out.rows(0, 2), out.rows(2, 5)]
+    assert [len(p) for p in parts] == [2, 3] and np.shares_memory(parts[1].csm, out.csm)
+    joined = PipelineOutput.concat(parts)
+    for field in ("probabilities", "labels", "trust", "flagged", "features", "csm", "saliency"):
+        np.testing.assert_array_equal(getattr(joined, field), getattr(out, field))
+    assert (
+        joined.views.keys() == out.views.keys() and joined.engine_seconds == 2 * out.engine_seconds
+    )

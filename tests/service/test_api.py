@@ -3,6 +3,7 @@
 import base64
 import io
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -89,6 +90,33 @@ def test_explain_and_saliency(client: TestClient, fmnist_pngs) -> None:
     assert p["saliency"]["runner_up_label"] != p["label"]
     plain = client.post(PREDICT, files=_files(fmnist_pngs[:1])).json()["predictions"][0]
     assert plain["explanation"] is None and plain["saliency"] is None
+
+
+def test_explanations_and_pngs_are_rendered_on_the_decode_pool(
+    client: TestClient, fmnist_pngs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rendered on the persist thread, they held up the next micro-batch's commit.
+    from service import saliency
+    from service.protocol import v1_outputs
+
+    threads: dict[str, set[str]] = {"png": set(), "explanation": set()}
+
+    def recorded(kind: str, real):
+        def call(*args, **kwargs):
+            threads[kind].add(threading.current_thread().name)
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(saliency, "encode_png", recorded("png", saliency.encode_png))
+    monkeypatch.setattr(
+        v1_outputs, "_explanation", recorded("explanation", v1_outputs._explanation)
+    )
+    r = client.post(PREDICT + "?explain=true&saliency=true", files=_files(fmnist_pngs[:2]))
+    assert r.status_code == 200, r.text
+    assert threads["png"] and threads["explanation"]
+    names = threads["png"] | threads["explanation"]
+    assert all(name.startswith("decode") for name in names), names
 
 
 def test_resize_and_rgb_are_converted(client: TestClient) -> None:

@@ -125,6 +125,73 @@ def test_deadline_refuses_without_computing() -> None:
     assert fn.contexts == ["slow"]
 
 
+def test_a_deadline_passing_while_the_batch_fills_refuses_without_computing() -> None:
+    fn = Recorder()
+    rejected: list[str] = []
+    # The worker takes "late" at once, then waits 0.5 s for companions: past its 0.1 s deadline.
+    batcher = Batcher(
+        "tiny", fn, max_batch_size=4, max_latency_s=0.5, queue_size=8, on_reject=rejected.append
+    )
+
+    async def main() -> None:
+        batcher.start()
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(torch.rand(1, 1, 8, 8), "late", 0.1)
+        batcher.stop()
+
+    _run(main())
+    assert fn.contexts == [] and rejected == ["deadline"]
+
+
+class Stored:
+    """A persist stage that records what it stored: the two-stage batcher of a served model."""
+
+    def __init__(self) -> None:
+        self.contexts: list[object] = []
+
+    @staticmethod
+    def compute(fn: Recorder):
+        def batch_fn(items: Sequence[WorkItem]) -> dict[WorkItem, torch.Tensor]:
+            return dict(zip(items, fn(items), strict=True))
+
+        return batch_fn
+
+    def __call__(self, items: Sequence[WorkItem], computed: dict) -> list[torch.Tensor]:
+        self.contexts += [i.context for i in items]
+        return [computed[i] for i in items]
+
+
+def test_a_deadline_passing_during_compute_is_refused_and_never_stored() -> None:
+    fn, stored = Recorder(), Stored()
+    fn.gate.clear()  # the batch computes until the test lets it finish
+    rejected: list[str] = []
+    batcher = Batcher(
+        "tiny",
+        Stored.compute(fn),
+        persist_fn=stored,
+        max_batch_size=2,
+        max_latency_s=5.0,  # the batch closes when full: both requests in it
+        queue_size=8,
+        on_reject=rejected.append,
+    )
+
+    async def main() -> None:
+        batcher.start()
+        late = asyncio.ensure_future(batcher.submit(torch.rand(1, 1, 8, 8), "late", 0.2))
+        patient = asyncio.ensure_future(batcher.submit(torch.rand(1, 1, 8, 8), "patient", 30.0))
+        await asyncio.to_thread(fn.entered.wait, 5)
+        await asyncio.sleep(0.4)  # "late"'s deadline passes while its batch computes
+        fn.gate.set()
+        with pytest.raises(DeadlineExceeded):
+            await late
+        assert (await patient).shape == (1, 10)
+        batcher.stop()
+
+    _run(main())
+    assert fn.contexts == ["late", "patient"], "both were computed, in one batch"
+    assert stored.contexts == ["patient"] and rejected == ["deadline"]
+
+
 def test_batch_error_reaches_every_waiter() -> None:
     def broken(items: Sequence[WorkItem]) -> list[object]:
         raise ValueError("engine exploded")
@@ -166,7 +233,7 @@ def test_stop_drains_queue_then_refuses() -> None:
 
     _run(main())
     assert fn.contexts == [0, 1, 2, 3]
-    assert not batcher.running
+    assert not [t for t in threading.enumerate() if t.name == "batcher-tiny" and t.is_alive()]
 
 
 def test_invalid_configuration() -> None:

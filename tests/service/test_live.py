@@ -231,7 +231,7 @@ def test_overload_only_200_and_503(server: LiveServer, fmnist_pngs: list[bytes])
     assert 503 in codes and 200 in codes
     refused = next(r for r in responses if r.status_code == 503)
     assert int(refused.headers["Retry-After"]) >= 1
-    # Refused by the queue-time budget or admission control ("overloaded") or by the full queue.
+    # Refused by admission control ("overloaded", before decoding) or by the full queue.
     assert refused.json()["error"]["code"] in ("queue_full", "overloaded")
     assert time.monotonic() - start < 120
     metrics = httpx.get(server.url + "/metrics").text

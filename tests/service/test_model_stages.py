@@ -1,5 +1,6 @@
-"""A served model's two stages: the engine keeps computing while the store writes, and a store
-that cannot be reached answers 503 (not 500) without stopping the model."""
+"""A served model's two stages: the engine keeps computing while the store writes, a store that
+cannot be reached answers 503 (not 500) without stopping the model, and a deadline that passes
+during compute refuses the request unstored while one passing during the commit does not."""
 
 import asyncio
 import threading
@@ -10,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from models.repository import ModelRepository
-from service.errors import StoreUnavailable
+from service.errors import DeadlineExceeded, StoreUnavailable
 from service.metrics import ServiceMetrics
 from service.model import BatchingConfig, RequestContext, ServedModel
 from service.store import Database
@@ -86,7 +87,7 @@ def test_engine_computes_the_next_batch_while_the_store_is_busy(
     # Before: the inference thread itself waited on the store, so the second batch waited too.
     assert computed == 2, "the second batch was not computed while the first one was stored"
     for result in (first, second):
-        assert repo.get_prediction(db, result[0]["id"], None)["label"] == result[0]["label"]
+        assert repo.get_prediction(db, result.ids[0], None)["label"] == result.out.labels[0]
     db.dispose()
 
 
@@ -109,4 +110,91 @@ def test_unreachable_store_answers_503_and_reports_it(model_repo: Path, fmnist_t
         "gga_batch_failures_total", {"model": MODEL, "stage": "persist"}
     )
     assert failures == 1
+    db.dispose()
+
+
+class GatedPipeline:
+    """The real pipeline, held inside its call until ``release`` is set."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, x, **kwargs):
+        self.entered.set()
+        self.release.wait(30)
+        return self.inner(x, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_a_deadline_passing_during_compute_answers_503_and_stores_nothing(
+    model_repo: Path, tmp_path: Path, fmnist_test
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'gga.db'}")
+    db.upgrade()
+    model = _served(model_repo, db)
+    gated = GatedPipeline(model.pipeline)
+    model.pipeline = gated
+    x = fmnist_test.float()
+
+    async def main() -> list:
+        late = asyncio.ensure_future(model.predict(x[:1], RequestContext("late"), 0.3))
+        await asyncio.to_thread(gated.entered.wait, 30)
+        patient = asyncio.ensure_future(model.predict(x[1:2], RequestContext("patient"), 60.0))
+        await asyncio.sleep(0.6)  # "late"'s deadline passes while its batch computes
+        gated.release.set()
+        return await asyncio.gather(late, patient, return_exceptions=True)
+
+    try:
+        late, patient = asyncio.run(main())
+    finally:
+        gated.release.set()
+        model.stop()
+    assert isinstance(late, DeadlineExceeded) and late.status == 503, late
+    assert "nothing was stored" in late.message
+    rows, _ = repo.list_predictions(db, None)
+    assert [r["request_id"] for r in rows] == ["patient"] and rows[0]["id"] == patient.ids[0]
+    db.dispose()
+
+
+def test_a_deadline_passing_while_the_rows_commit_answers_with_them(
+    model_repo: Path, postgres_url: str, fmnist_test
+) -> None:
+    db = Database(postgres_url)
+    db.upgrade()
+    model = _served(model_repo, db)
+    blocker = db.engine.connect()
+    blocker.execute(sa.text("LOCK TABLE predictions IN EXCLUSIVE MODE"))
+    released = threading.Event()
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'predictions'::regclass"
+    )
+
+    async def main():
+        start = time.monotonic()
+        pending = asyncio.ensure_future(
+            model.predict(fmnist_test.float()[:1], RequestContext("slow-store"), 3.0)
+        )
+        with db.engine.connect() as probe:  # the insert waits on the lock: handed to the store
+            while not probe.execute(waiting).scalar() and time.monotonic() - start < 3.0:
+                await asyncio.sleep(0.02)
+        assert time.monotonic() - start < 3.0, "the batch never reached the store in time"
+        await asyncio.sleep(3.3 - (time.monotonic() - start))  # now past its deadline
+        assert not pending.done()
+        blocker.commit()
+        released.set()
+        return await pending
+
+    try:
+        result = asyncio.run(main())
+    finally:
+        if not released.is_set():
+            blocker.rollback()
+        blocker.close()
+        model.stop()
+    # Stored, so answered with its rows: never reported as failed.
+    assert repo.get_prediction(db, result.ids[0], None)["request_id"] == "slow-store"
     db.dispose()

@@ -40,10 +40,8 @@ def test_overload_answers_only_200_429_503_and_health_keeps_answering(
 def test_admission_control_refuses_beyond_what_the_server_answers_in_time() -> None:
     import asyncio
 
-    from service.protocol.middleware import AdmissionControl, AdmissionMiddleware
+    from service.protocol.middleware import AdmissionMiddleware
 
-    control = AdmissionControl(latency_budget_s=1.0, floor=2, window_s=0.0)
-    assert control.limit is None  # nothing measured yet: no limit
     refused: list[str] = []
     gate = asyncio.Event()
 
@@ -52,9 +50,11 @@ def test_admission_control_refuses_beyond_what_the_server_answers_in_time() -> N
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    middleware = AdmissionMiddleware(app, control, on_refuse=refused.append)
+    middleware = AdmissionMiddleware(
+        app, latency_budget_s=1.0, floor=2, models={"m", "n"}, on_refuse=refused.append
+    )
 
-    async def call(path: str, method: str = "POST") -> int:
+    async def call(path: str, method: str = "POST") -> tuple[int, dict[bytes, bytes]]:
         sent: list[dict] = []
         body = iter([{"type": "http.request", "body": b"x", "more_body": True},
                      {"type": "http.request", "body": b"y", "more_body": False}])  # fmt: skip
@@ -67,25 +67,35 @@ def test_admission_control_refuses_beyond_what_the_server_answers_in_time() -> N
 
         scope = {"type": "http", "method": method, "path": path}
         await middleware(scope, receive, send)
-        return sent[0]["status"]
+        return sent[0]["status"], dict(sent[0]["headers"])
 
-    async def main() -> list[int]:
+    async def main() -> list[tuple[int, dict]]:
         # Completions measure a rate (here each closes a zero-length window).
         gate.set()
         await call("/v1/models/m/predict")
+        control = middleware.controls["m"]
+        control.window_s = 0.0
         await call("/v1/models/m/predict")
         assert control.rate is not None and control.rate > 0
         gate.clear()
-        control.rate = 3.0  # as if the server answered 3 requests a second: 3 fit in 1 s
+        control.rate = 3.0  # as if the server answered 3 of m's requests a second: 3 fit in 1 s
         limit = control.limit
         assert limit == 3
         waiting = [asyncio.ensure_future(call("/v1/models/m/predict")) for _ in range(limit)]
         await asyncio.sleep(0.01)
         over = await call("/v2/models/m/infer")
-        health = asyncio.ensure_future(call("/v2/health/ready", "GET"))  # never refused
+        # Never refused here: another model (its own control), health, an unknown model (404s).
+        others = [
+            asyncio.ensure_future(call("/v1/models/n/predict")),
+            asyncio.ensure_future(call("/v2/health/ready", "GET")),
+            asyncio.ensure_future(call("/v1/models/unknown/predict")),
+        ]
+        await asyncio.sleep(0.01)
         gate.set()
-        return [over, *(await asyncio.gather(*waiting)), await health]
+        return [over, *(await asyncio.gather(*waiting)), *(await asyncio.gather(*others))]
 
-    codes = asyncio.run(main())
-    assert codes[0] == 503 and refused == ["m"]
-    assert set(codes[1:]) == {200}
+    answers = asyncio.run(main())
+    status, headers = answers[0]
+    assert status == 503 and headers[b"retry-after"] == b"1" and refused == ["m"]
+    assert {code for code, _ in answers[1:]} == {200}
+    assert set(middleware.controls) == {"m", "n"}

@@ -93,7 +93,7 @@ def test_one_rejected_row_fails_only_its_own_request(
     assert isinstance(results[2], StoreRejected), results[2]
     for i in (0, 1, 3, 4):
         assert not isinstance(results[i], BaseException), results[i]
-        stored = repo.get_prediction(db, results[i][0]["id"], None)
+        stored = repo.get_prediction(db, results[i].ids[0], None)
         assert stored["request_id"] == ids[i]
     rows, _ = repo.list_predictions(db, None)
     assert len(rows) == 4
