@@ -1,6 +1,7 @@
 """``gga evaluate MODEL``: the paper's protocol: the trust score, its views and the baselines."""
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -45,6 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write scores.npz: every detector's score of every input (for offline analysis)",
     )
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        help="committed results to compare each kind's TNR with (default docs/results/MODEL, "
+        "read before anything is written); kinds worse by more than 5 points are printed and "
+        "recorded in comparison.json",
+    )
+    p.add_argument("--no-compare", action="store_true", help="skip that comparison")
     p.add_argument("--data-dir", help="data set folder (default $GGA_DATA_DIR)")
     p.add_argument("--repo", help="model repository folder")
     p.set_defaults(func=run)
@@ -53,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from detectors.trust import TrustScorer
     from gga_lab.evaluate import TRUST, EvalConfig, evaluate_model
+    from gga_lab.regression import compare, read_committed
     from gga_lab.report import write_report
     from gga_training.splits import evaluation_split
     from models.data import load_dataset
@@ -62,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else ALL_KINDS
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card
+    # Read before the report is written: --out-dir may be the committed folder itself.
+    committed_at = args.compare_with or Path("docs") / "results" / card.name
+    committed = None if args.no_compare else read_committed(committed_at)
     scorer = TrustScorer.load(loaded.path, card.weights_sha256, card.name)
     train = load_dataset(card.dataset, "train", data_dir=args.data_dir)
     x_train, y_train = train.float(), train.y
@@ -122,4 +135,9 @@ def run(args: argparse.Namespace) -> int:
         f"false alarms {100 * result.false_alarm['rate']:.1f}% (alpha "
         f"{100 * result.false_alarm['alpha']:.0f}%); wrote {paths['markdown']}\n"
     )
+    if committed is not None:
+        new = json.loads(paths["json"].read_text())
+        comparison = compare(committed, new, str(committed_at))
+        sys.stdout.write("\n".join(comparison.lines()) + "\n")
+        (out_dir / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=1) + "\n")
     return 0
