@@ -35,12 +35,12 @@ def perturbation_norm(delta: Tensor, norm: Norm) -> Tensor:
     raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
 
 
-def project(delta: Tensor, eps: float, norm: Norm) -> Tensor:
+def project(delta: Tensor, eps: float | Tensor, norm: Norm) -> Tensor:
     """Project each input's perturbation onto the ``norm`` ball of radius ``eps``.
 
     Args:
         delta: perturbations (B, C, H, W).
-        eps: ball radius.
+        eps: ball radius; for l_2 also a (B,) tensor, one radius per input.
         norm: ``"linf"`` (clip each pixel) or ``"l2"`` (rescale if outside).
 
     Returns:

@@ -101,8 +101,3 @@ class ConformalCalibrator:
     def from_dict(cls, data: dict[str, Any]) -> "ConformalCalibrator":
         """Rebuild from ``to_dict`` output; files without ``tail`` have none."""
         return cls(data["sorted_scores"], tail=data.get("tail", {}).get("kind", "none"))
-
-
-def flagged(trust: Any, alpha: float) -> np.ndarray:
-    """Boolean (N,): ``trust < alpha``."""
-    return np.asarray(trust, dtype=np.float64) < check_alpha(alpha)

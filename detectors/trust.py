@@ -47,6 +47,44 @@ class TrustResult:
     views: dict[str, np.ndarray]
 
 
+def _check_parts(
+    views: dict[str, View], view_calibrators: dict[str, ConformalCalibrator], fusion: Fusion
+) -> None:
+    """Raise ``ValueError`` unless every fused view is there and every view is calibrated."""
+    missing = [v for v in fusion.views if v not in views]
+    if missing:
+        raise ValueError(f"the fusion uses views {missing} that the scorer does not have")
+    if not isinstance(fusion, SingleFusion):
+        uncalibrated = [v for v in views if v not in view_calibrators]
+        if uncalibrated:
+            raise ValueError(f"views {uncalibrated} have no calibration")
+
+
+def fused_statistic(
+    views: dict[str, View],
+    view_calibrators: dict[str, ConformalCalibrator],
+    fusion: Fusion,
+    inputs: ViewInputs,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The fused outlier statistic of a batch, before the final calibration.
+
+    Args:
+        views: fitted views by name (those ``fusion`` names are computed).
+        view_calibrators: their calibrations (unused by the ``single`` fusion).
+        fusion: how the views' p-values are combined.
+        inputs: what the engine computed for N inputs.
+
+    Returns:
+        ``(statistic (N,), each fused view's p-value (N,) by name)``; for the ``single`` fusion
+        the statistic is its view's score and there are no per-view p-values.
+    """
+    scores = {name: views[name].predict_features(inputs) for name in fusion.views}
+    if isinstance(fusion, SingleFusion):
+        return scores[fusion.views[0]], {}
+    p_values = {n: view_calibrators[n].trust(scores[n]) for n in fusion.views}
+    return fusion.statistic(np.stack([p_values[n] for n in fusion.views], axis=1)), p_values
+
+
 class TrustScorer:
     """Views -> per-view p-values -> fusion -> calibrated trust score, for one model.
 
@@ -55,7 +93,8 @@ class TrustScorer:
             them (kept so evaluation can show every view alone; not computed when serving).
         view_calibrators: each view's calibration (empty for the ``single`` fusion).
         fusion: how the views' p-values are combined; its ``views`` are the served ones.
-        calibrator: the final calibration of the fused statistic.
+        calibrator: the final calibration of the fused statistic (``calibrated`` builds the scorer
+            with it from calibration inputs).
         alpha: flag inputs whose trust is below this (the false-alarm rate on clean inputs).
         engine_options: the ``EngineOptions`` fields the views' inputs were computed with.
         model_name: the model it was fitted for.
@@ -78,13 +117,7 @@ class TrustScorer:
         weights_sha256: str,
         provenance: dict[str, Any] | None = None,
     ) -> None:
-        missing = [v for v in fusion.views if v not in views]
-        if missing:
-            raise ValueError(f"the fusion uses views {missing} that the scorer does not have")
-        if not isinstance(fusion, SingleFusion):
-            uncalibrated = [v for v in views if v not in view_calibrators]
-            if uncalibrated:
-                raise ValueError(f"views {uncalibrated} have no calibration")
+        _check_parts(views, view_calibrators, fusion)
         self.views = dict(views)
         self.view_calibrators = dict(view_calibrators)
         self.fusion = fusion
@@ -113,32 +146,56 @@ class TrustScorer:
             name: self.views[name].predict_features(inputs) for name in names or self.view_names
         }
 
-    def view_p_values(self, inputs: ViewInputs, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Each named view's own conformal p-value (N,) (not for the ``single`` fusion)."""
-        scores = self.view_scores(inputs, names)
-        return {n: self.view_calibrators[n].trust(s) for n, s in scores.items()}
+    @classmethod
+    def calibrated(
+        cls,
+        calibration_inputs: ViewInputs,
+        *,
+        views: dict[str, View],
+        view_calibrators: dict[str, ConformalCalibrator],
+        fusion: Fusion,
+        alpha: float,
+        engine_options: dict[str, Any],
+        model_name: str,
+        weights_sha256: str,
+        provenance: dict[str, Any] | None = None,
+    ) -> "TrustScorer":
+        """A scorer whose final calibration is its fused statistic on ``calibration_inputs``.
+
+        Args:
+            calibration_inputs: clean, correctly classified inputs that neither the views nor
+                the fusion saw.
+            views, view_calibrators, fusion, alpha, engine_options, model_name, weights_sha256,
+                provenance: as for the constructor.
+
+        Returns:
+            The calibrated scorer.
+
+        Raises:
+            ValueError: as for the constructor.
+            DetectorFitError: too few calibration inputs, or a NaN fused statistic.
+        """
+        _check_parts(views, view_calibrators, fusion)
+        statistic, _ = fused_statistic(views, view_calibrators, fusion, calibration_inputs)
+        return cls(
+            views=views,
+            view_calibrators=view_calibrators,
+            fusion=fusion,
+            calibrator=ConformalCalibrator(statistic),
+            alpha=alpha,
+            engine_options=engine_options,
+            model_name=model_name,
+            weights_sha256=weights_sha256,
+            provenance=provenance,
+        )
 
     def evaluate(self, inputs: ViewInputs) -> TrustResult:
         """Scores, trust, flags and per-view p-values of a batch, in one pass over the views."""
-        scores = self.view_scores(inputs)
+        fused, views = fused_statistic(self.views, self.view_calibrators, self.fusion, inputs)
+        trust = self.calibrator.trust(fused)
         if isinstance(self.fusion, SingleFusion):
-            (name,) = self.view_names
-            fused = scores[name]
-            trust = self.calibrator.trust(fused)
-            views = {name: trust}
-        else:
-            views = {n: self.view_calibrators[n].trust(scores[n]) for n in self.view_names}
-            fused = self.fusion.statistic(np.stack([views[n] for n in self.view_names], axis=1))
-            trust = self.calibrator.trust(fused)
+            views = {self.fusion.views[0]: trust}  # its one view's p-value is the trust score
         return TrustResult(score=fused, trust=trust, flagged=self.flagged(trust), views=views)
-
-    def score(self, inputs: ViewInputs) -> np.ndarray:
-        """The fused outlier score (N,); ranking by it ranks by trust (up to ties)."""
-        return self.evaluate(inputs).score
-
-    def trust(self, inputs: ViewInputs) -> np.ndarray:
-        """Trust scores (N,) in (0, 1] (0 for an input no view could score)."""
-        return self.evaluate(inputs).trust
 
     def flagged(self, trust: Any) -> np.ndarray:
         """Boolean (N,): trust below ``alpha``."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from attacks.base import AttackParameterError, TargetMode
-from attacks.registry import attack_spec, make_attack
+from gga_lab.attack_registry import LAB_ATTACKS
 from models.errors import DataError
 
 TARGET_MODES = ("given", "random", "least-likely")
@@ -20,8 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run an adversarial attack or corruption on a model",
         description="Attack the first N test images of the model's data set (or an .npz), print "
         "success rate, perturbation norms and accuracy under attack, and write an .npz with "
-        "x_adv, x, y, pred_adv and success. Attacks: fgsm, bim, pgd, lbfgs, universal, csa, "
-        "noise, rotation.",
+        f"x_adv, x, y, pred_adv and success. Attacks: {', '.join(LAB_ATTACKS)}.",
     )
     p.add_argument("--model", required=True, help="model name in the repository")
     p.add_argument("--attack", required=True, help="attack name (see the description)")
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from models.data import load_dataset, stratified_indices
     from models.repository import ModelRepository
 
-    spec = attack_spec(args.attack)  # unknown names fail before the model is loaded
+    spec = LAB_ATTACKS.spec(args.attack)  # unknown names fail before the model is loaded
     if args.n <= 0:
         raise AttackParameterError(f"--n must be positive, got {args.n}")
     target_mode = _target_mode(args.targeted, args.target)
@@ -73,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise AttackParameterError(
             f"--target {args.target} is not a class of {card.name} (0..{card.num_classes - 1})"
         )
-    attack = make_attack(
+    attack = LAB_ATTACKS.make(
         args.attack,
         loaded.module,
         eps=args.eps,

@@ -26,7 +26,6 @@ order as the trust score up to ties), each of its views alone, and every baselin
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,12 +34,16 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from attacks.base import TargetMode
+from detectors.base import Detector
 from detectors.collect import view_inputs
-from detectors.engine import EngineOptions, GradientEngine
+from detectors.engine import EngineOutput
+from detectors.pipeline import GGAPipeline
 from detectors.trust import TrustScorer
+from gga_lab.attack_registry import AttackKind
 from gga_lab.baselines import KNN, ODIN, EnergyScore, GradNorm, Mahalanobis, MaxSoftmax
 from gga_lab.fit import LINF_EPS
-from gga_lab.metrics import OODMetrics, roc_points, tnr_at_tpr
+from gga_lab.metrics import OODMetrics, auroc, roc_points, tnr_at_tpr
 from models.penultimate import has_penultimate
 
 logger = logging.getLogger(__name__)
@@ -210,7 +213,6 @@ class EvalConfig:
         n_baseline_fit: clean training inputs the baselines are fitted/tuned on.
         kinds: kinds to run, a subset of ``ALL_KINDS``.
         batch_size: inputs per batch.
-        strategy: the gradient engine's backward strategy (speed only).
         examples: inputs shown per kind in the example figures.
         split: where the clean inputs come from, for the report: ``"test"`` (to report numbers)
             or ``"held-out"`` (training images the model never trained on: to choose between
@@ -229,7 +231,6 @@ class EvalConfig:
     n_baseline_fit: int = 5000
     kinds: tuple[str, ...] = ALL_KINDS
     batch_size: int = 128
-    strategy: str = "auto"
     examples: int = 4
     split: str = "test"
     drawn: str = "chosen by the caller"
@@ -272,50 +273,40 @@ class EvalResult:
         return data
 
 
-def _batches(x: Tensor, size: int, desc: str, progress: bool) -> Any:
-    starts = range(0, len(x), size)
-    return tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False)
+def attack_kinds(eps: dict[str, float], cfg: EvalConfig) -> dict[str, AttackKind]:
+    """The kinds made by an attack, each a registered attack (``LAB_ATTACKS``) and its parameters.
 
+    Args:
+        eps: ``{"linf": ..., "l2": ...}`` (``attack_budgets``).
+        cfg: the evaluation config (steps and seed).
 
-def _attack_kind(
-    kind: str, model: nn.Module, eps: dict[str, float], cfg: EvalConfig
-) -> tuple[Callable[[Tensor, Tensor], Any], bool]:
-    """(attack, successful_only) for an attack-like kind."""
-    from attacks.base import TargetMode
-    from attacks.corruptions import Rotation, UniformNoise
-    from attacks.lbfgs import LBFGS
-    from attacks.pgd import PGD
-
-    s = cfg.seed
-    if kind == "noise":
-        return UniformNoise(model, eps=eps["linf"], seed=s), False
-    if kind == "pgd_linf":
-        return PGD(model, eps=eps["linf"], steps=cfg.pgd_steps, seed=s), True
-    if kind == "pgd_linf_min":
-        attack = PGD(model, eps=eps["linf"], steps=cfg.pgd_steps, seed=s, early_stop=True)
-        return attack, True
-    if kind == "pgd_l2":
-        return PGD(model, eps=eps["l2"], steps=cfg.pgd_steps, norm="l2", seed=s), True
-    if kind == "rotation":
-        return Rotation(model, max_degrees=45.0, seed=s), True
-    if kind == "lbfgs":
-        return LBFGS(model, seed=s), True
-    if kind in ("tpgd_ce", "tpgd_mse"):
-        loss = kind.split("_")[1]
-        attack = PGD(
-            model,
-            eps=eps["linf"],
-            steps=cfg.pgd_steps,
-            loss=loss,
-            target_mode=TargetMode.RANDOM,
-            seed=s,
-        )
-        return attack, True
-    if kind == "csa":
-        from gga_lab.csa import CSA
-
-        return CSA(model, eps=eps["linf"], steps=cfg.csa_steps, seed=s), True
-    raise ValueError(f"{kind} is not an attack kind")
+    Returns:
+        Kind -> ``AttackKind``.
+    """
+    seed = cfg.seed
+    pgd_linf = {"eps": eps["linf"], "steps": cfg.pgd_steps, "seed": seed}
+    # Both corrupted kinds draw the same corruptions (same seed): together one corrupted set,
+    # split by whether the model still gets an image right.
+    corruption = {"corruption": "random", "severity": CORRUPTION_SEVERITY, "seed": seed + 7}
+    return {
+        "noise": AttackKind("noise", {"eps": eps["linf"], "seed": seed}, keep="all"),
+        "pgd_linf": AttackKind("pgd", pgd_linf),
+        "pgd_linf_min": AttackKind("pgd", {**pgd_linf, "early_stop": True}),
+        "pgd_l2": AttackKind(
+            "pgd", {"eps": eps["l2"], "steps": cfg.pgd_steps, "norm": "l2", "seed": seed}
+        ),
+        "rotation": AttackKind("rotation", {"max_degrees": 45.0, "seed": seed}),
+        "lbfgs": AttackKind("lbfgs", {"seed": seed}),
+        **{
+            f"tpgd_{loss}": AttackKind(
+                "pgd", {**pgd_linf, "loss": loss, "target_mode": TargetMode.RANDOM}
+            )
+            for loss in ("ce", "mse")
+        },
+        "csa": AttackKind("csa", {"eps": eps["linf"], "steps": cfg.csa_steps, "seed": seed}),
+        "ood_corrupted": AttackKind("corruption", corruption, keep="failures"),
+        "corrupted_wrong": AttackKind("corruption", corruption, keep="successes"),
+    }
 
 
 def attack_budgets(dataset: str, cfg: EvalConfig) -> dict[str, float]:
@@ -356,6 +347,22 @@ def make_untrusted(
     Returns:
         ``(inputs (M, C, H, W), {"n_attempted", "n_untrusted", "success_rate"})``.
     """
+    by_attack = attack_kinds(eps, cfg)
+    if kind not in by_attack:
+        out = _ood_inputs(kind, len(x), tuple(x.shape[1:]), cfg.seed, dataset, data_dir)
+        return out, {"n_attempted": len(out), "n_untrusted": len(out), "success_rate": None}
+    size = cfg.batch_size
+    if kind in SLOW_KINDS:
+        x, y, size = x[: cfg.n_slow], y[: cfg.n_slow], min(cfg.batch_size, 50)
+    out, hits = by_attack[kind].run(model, x, y, size, f"attack {kind}", progress)
+    info = {"n_attempted": len(x), "n_untrusted": len(out), "success_rate": hits / max(len(x), 1)}
+    return out, info
+
+
+def _ood_inputs(
+    kind: str, n: int, shape: tuple[int, ...], seed: int, dataset: str, data_dir: str | None
+) -> Tensor:
+    """``n`` inputs of an out-of-distribution kind that no attack makes."""
     from models.data.ood import (
         PAIRED_DATASET,
         gaussian_noise,
@@ -364,102 +371,105 @@ def make_untrusted(
         uniform_noise,
     )
 
-    shape = tuple(x.shape[1:])
-    n = len(x)
-    if kind in ("ood_corrupted", "corrupted_wrong"):
-        return _corrupted(kind, model, x, y, cfg, progress)
-    if kind in OOD_KINDS:
-        if kind == "ood_mnist":
-            out = other_dataset("mnist", n, shape, data_dir=data_dir, seed=cfg.seed)
-        elif kind == "ood_dataset":
-            out = other_dataset(PAIRED_DATASET[dataset], n, shape, data_dir=data_dir, seed=cfg.seed)
-        elif kind == "ood_noise":
-            half = n // 2
-            out = torch.cat(
-                [
-                    uniform_noise(half, shape, seed=cfg.seed),
-                    gaussian_noise(n - half, shape, seed=cfg.seed + 1),
-                ]
-            )
-        else:
-            out = photo_crops(n, shape, seed=cfg.seed)
-        return out, {"n_attempted": len(out), "n_untrusted": len(out), "success_rate": None}
-    if kind in SLOW_KINDS:
-        x, y = x[: cfg.n_slow], y[: cfg.n_slow]
-    attack, successful_only = _attack_kind(kind, model, eps, cfg)
-    kept, hits = [], 0
-    size = cfg.batch_size if kind not in SLOW_KINDS else min(cfg.batch_size, 50)
-    for i in _batches(x, size, f"attack {kind}", progress):
-        res = attack(x[i : i + size], y[i : i + size])
-        hits += int(res.success.sum())
-        kept.append(res.x_adv[res.success] if successful_only else res.x_adv)
-    out = torch.cat(kept) if kept else x[:0]
-    info = {"n_attempted": len(x), "n_untrusted": len(out), "success_rate": hits / max(len(x), 1)}
-    return out, info
+    if kind == "ood_mnist":
+        return other_dataset("mnist", n, shape, data_dir=data_dir, seed=seed)
+    if kind == "ood_dataset":
+        return other_dataset(PAIRED_DATASET[dataset], n, shape, data_dir=data_dir, seed=seed)
+    if kind == "ood_noise":
+        half = n // 2
+        return torch.cat(
+            [uniform_noise(half, shape, seed=seed), gaussian_noise(n - half, shape, seed=seed + 1)]
+        )
+    if kind == "ood_photos":
+        return photo_crops(n, shape, seed=seed)
+    raise ValueError(f"{kind} is not a kind of the evaluation; choose from {', '.join(ALL_KINDS)}")
 
 
-def _corrupted(
-    kind: str, model: nn.Module, x: Tensor, y: Tensor, cfg: EvalConfig, progress: bool
-) -> tuple[Tensor, dict[str, Any]]:
-    """Correct test inputs under a random common corruption at the highest severity, split by
-    whether the model still gets them right (``ood_corrupted``) or not (``corrupted_wrong``).
+def fit_baselines(model: nn.Module, x: Tensor, y: Tensor, cfg: EvalConfig) -> dict[str, Detector]:
+    """Every baseline the model allows, fitted or tuned on clean training inputs.
 
-    Both kinds draw the same corruptions (same seed), so together they are one corrupted set.
+    Args:
+        model: the classifier.
+        x, y: training inputs and labels (a seeded shuffle of ``cfg.n_baseline_fit`` is used).
+        cfg: the evaluation config.
+
+    Returns:
+        Report row -> fitted detector.
     """
-    from attacks.corruptions import Corruption
+    # A seeded shuffle: some training files are stored class by class.
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))
+    order = order[: cfg.n_baseline_fit]
+    x_fit, y_fit = x[order], y[order]
+    baselines: dict[str, Detector] = {
+        "max softmax": MaxSoftmax(model).fit(),
+        "ODIN": ODIN(model).fit(x_fit[:500]),
+        "energy": EnergyScore(model).fit(),
+    }
+    if callable(getattr(model, "embed", None)):
+        baselines["Mahalanobis"] = Mahalanobis(model).fit(x_fit, y_fit)
+        baselines["k-NN"] = KNN(model).fit(x_fit)
+    if has_penultimate(model):
+        baselines["GradNorm"] = GradNorm(model).fit()
+    return baselines
 
-    attack = Corruption(model, "random", CORRUPTION_SEVERITY, seed=cfg.seed + 7)
-    kept, wrong = [], 0
-    for i in _batches(x, cfg.batch_size, f"corrupt ({kind})", progress):
-        res = attack(x[i : i + cfg.batch_size], y[i : i + cfg.batch_size])
-        wrong += int(res.success.sum())
-        keep = res.success if kind == "corrupted_wrong" else ~res.success
-        kept.append(res.x_adv[keep])
-    out = torch.cat(kept) if kept else x[:0]
-    info = {"n_attempted": len(x), "n_untrusted": len(out), "success_rate": wrong / max(len(x), 1)}
-    return out, info
+
+@dataclass
+class _TrustScores:
+    """What the served pipeline says about a set of inputs, as the evaluation reports it.
+
+    Attributes:
+        rows: outlier scores per report row: the trust score's fused statistic and each fitted
+            view alone (an input no view could score gets ``UNDEFINED_SCORE``).
+        flagged: the pipeline's flag of each input.
+        example: the first inputs with their saliency maps, CSMs and trust, for the figures.
+    """
+
+    rows: dict[str, np.ndarray]
+    flagged: np.ndarray
+    example: dict[str, np.ndarray]
 
 
-class _TrustRun:
-    """The shipped trust score and each of its views alone, from one engine pass per batch."""
+def _score_with_pipeline(
+    pipeline: GGAPipeline, x: Tensor, cfg: EvalConfig, desc: str, progress: bool
+) -> _TrustScores:
+    """Score ``x`` through the served pipeline's engine and scorer, batch by batch.
 
-    def __init__(self, model: nn.Module, scorer: TrustScorer, cfg: EvalConfig) -> None:
-        opts = EngineOptions(**scorer.engine_options, strategy=cfg.strategy)
-        self.engine = GradientEngine(model, opts)
-        self.scorer = scorer
-        self.cfg = cfg
+    ``GGAPipeline.__call__`` returns each fused view's p-value but neither the fused statistic
+    (the ranking the tables use) nor the raw scores of every fitted view, so the evaluation
+    takes its engine and scorer and keeps the scorer's whole result.
+    """
+    scorer = pipeline.scorer
+    assert scorer is not None  # evaluate_model builds the pipeline with the scorer
+    names = tuple(scorer.views)
+    parts: dict[str, list[np.ndarray]] = {}
+    flagged, example = [], {}
+    starts = range(0, len(x), cfg.batch_size)
+    for i in tqdm(starts, desc=f"trust {desc}", unit="batch", disable=not progress, leave=False):
+        out = pipeline.engine(x[i : i + cfg.batch_size])
+        inputs = view_inputs(out)
+        result = scorer.evaluate(inputs)
+        rows = {TRUST: result.score}
+        rows.update({view_row(n): s for n, s in scorer.view_scores(inputs, names).items()})
+        for name, s in rows.items():
+            # An input no view could score is never trusted.
+            parts.setdefault(name, []).append(np.where(np.isfinite(s), s, UNDEFINED_SCORE))
+        flagged.append(result.flagged)
+        if i == 0:
+            example = _example(x, out, result.trust, cfg.examples)
+    rows = {name: np.concatenate(p) for name, p in parts.items()}
+    return _TrustScores(rows, np.concatenate(flagged) if flagged else np.empty(0, bool), example)
 
-    def __call__(
-        self, x: Tensor, desc: str, progress: bool
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
-        """Outlier scores per row name, trust scores, and the first batch's examples."""
-        parts: dict[str, list[np.ndarray]] = {}
-        trust, example = [], {}
-        names = tuple(self.scorer.views)
-        for i in _batches(x, self.cfg.batch_size, f"trust {desc}", progress):
-            out = self.engine(x[i : i + self.cfg.batch_size])
-            inputs = view_inputs(out)
-            result = self.scorer.evaluate(inputs)
-            rows = {
-                TRUST: result.score,
-                **{view_row(n): s for n, s in self.scorer.view_scores(inputs, names).items()},
-            }
-            for name, s in rows.items():
-                # An input no view could score is never trusted.
-                parts.setdefault(name, []).append(np.where(np.isfinite(s), s, UNDEFINED_SCORE))
-            trust.append(result.trust)
-            if i == 0:
-                r = self.cfg.examples
-                example = {
-                    "images": x[:r].numpy(),
-                    "saliency": out.saliency[:r].detach().numpy(),
-                    "csm": out.csm[:r].detach().numpy(),
-                    "classes": out.classes[:r].numpy(),
-                    "predicted": out.predicted[:r].numpy(),
-                    "trust": result.trust[:r],
-                }
-        scores = {name: np.concatenate(p) for name, p in parts.items()}
-        return scores, (np.concatenate(trust) if trust else np.empty(0)), example
+
+def _example(x: Tensor, out: EngineOutput, trust: np.ndarray, r: int) -> dict[str, np.ndarray]:
+    """The first ``r`` inputs of a batch with what the figures show of them."""
+    return {
+        "images": x[:r].numpy(),
+        "saliency": out.saliency[:r].detach().numpy(),
+        "csm": out.csm[:r].detach().numpy(),
+        "classes": out.classes[:r].numpy(),
+        "predicted": out.predicted[:r].numpy(),
+        "trust": trust[:r],
+    }
 
 
 def rank_detectors(tnr: dict[str, dict[str, float]]) -> dict[str, dict[str, int]]:
@@ -471,6 +481,96 @@ def rank_detectors(tnr: dict[str, dict[str, float]]) -> dict[str, dict[str, int]
         for name, value in values.items():
             ranks.setdefault(name, {})[kind] = 1 + sum(v > value + 1e-12 for v in values.values())
     return ranks
+
+
+def _metrics(
+    scores: dict[str, dict[str, np.ndarray]],
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per detector: TNR@95TPR and AUROC per kind (TNR also for the pooled OOD kinds), and the
+    pooled metrics over the table's kinds.
+
+    Args:
+        scores: detector -> kind -> outlier scores; every detector has ``"clean"``.
+
+    Returns:
+        ``(tnr, auroc, pooled)``.
+    """
+    tnr: dict[str, dict[str, float]] = {}
+    aurocs: dict[str, dict[str, float]] = {}
+    pooled: dict[str, dict[str, float]] = {}
+    for name, per_kind in scores.items():
+        clean = per_kind["clean"]
+        tnr[name] = {k: tnr_at_tpr(clean, s) for k, s in per_kind.items() if k != "clean"}
+        aurocs[name] = {k: auroc(clean, s) for k, s in per_kind.items() if k != "clean"}
+        ood = [per_kind[k] for k in OOD_KINDS if k in per_kind]
+        if ood:
+            tnr[name]["ood"] = tnr_at_tpr(clean, np.concatenate(ood))
+        metrics = OODMetrics().update(clean, np.zeros(len(clean)))
+        table = [per_kind[k] for k in TABLE_KINDS if k in per_kind]
+        if table:
+            pooled_scores = np.concatenate(table)
+            metrics.update(pooled_scores, -np.ones(len(pooled_scores)))
+            pooled[name] = metrics.compute()
+    return tnr, aurocs, pooled
+
+
+def _positives(
+    model: nn.Module, x: Tensor, y: Tensor, cfg: EvalConfig, model_name: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The first ``cfg.n`` clean inputs, their labels, and which the model classifies right."""
+    x, y = x[: cfg.n], y[: cfg.n]
+    with torch.no_grad():
+        pred = torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)])
+    correct = pred == y
+    logger.info(
+        "%s: %d of %d clean %s inputs correct",
+        model_name,
+        int(correct.sum()),
+        len(x),
+        SPLITS[cfg.split],
+    )
+    return x, y, correct
+
+
+def _untrusted_inputs(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    cfg: EvalConfig,
+    dataset: str,
+    data_dir: str | None,
+    progress: bool,
+) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
+    """Every kind of ``cfg.kinds`` the data set has, made from the positives ``x``, ``y``."""
+    eps = attack_budgets(dataset, cfg)
+    inputs, info = {}, {}
+    for kind in cfg.kinds:
+        if kind in CIFAR_KINDS and dataset != "cifar10":
+            continue
+        inputs[kind], info[kind] = make_untrusted(
+            kind, model, x, y, eps, cfg, dataset, data_dir, progress
+        )
+        logger.info("%s: %s", kind, info[kind])
+    return inputs, info
+
+
+def _false_alarm(
+    pipeline: GGAPipeline, flagged_clean: np.ndarray, x_wrong: Tensor, cfg: EvalConfig
+) -> dict[str, Any]:
+    """The pipeline's flag rate on the positives (the calibration promises about alpha) and on
+    the misclassified clean inputs ``x_wrong``."""
+    flagged_wrong = None
+    if len(x_wrong):
+        flagged_wrong = _score_with_pipeline(pipeline, x_wrong, cfg, "misclassified", False).flagged
+    return {
+        "alpha": pipeline.alpha,
+        "rate": float(np.mean(flagged_clean)),
+        "n": len(flagged_clean),
+        "flag_rate_misclassified": (
+            float(np.mean(flagged_wrong)) if flagged_wrong is not None else None
+        ),
+        "n_misclassified": len(x_wrong),
+    }
 
 
 def evaluate_model(
@@ -489,7 +589,7 @@ def evaluate_model(
 
     Args:
         model: the classifier (eval mode).
-        scorer: its fitted trust scorer (``detector.json``).
+        scorer: its fitted trust scorer (``detector.json``), scored through the served pipeline.
         model_name: for the report.
         dataset: the model's data set name (eps and OOD pairing).
         train: clean training inputs and labels (baselines are fitted on these only).
@@ -503,101 +603,40 @@ def evaluate_model(
         The ``EvalResult``.
     """
     start = time.perf_counter()
-    eps = attack_budgets(dataset, cfg)
-    x_test, y_test = test[0][: cfg.n], test[1][: cfg.n]
-    with torch.no_grad():
-        pred = torch.cat([model(x_test[i : i + 256]).argmax(1) for i in range(0, len(x_test), 256)])
-    correct = pred == y_test
-    x_pos, y_pos = x_test[correct], y_test[correct]
-    logger.info(
-        "%s: %d of %d clean %s inputs correct",
-        model_name,
-        len(x_pos),
-        len(x_test),
-        SPLITS[cfg.split],
+    x_test, y_test, correct = _positives(model, *test, cfg, model_name)
+    baselines = fit_baselines(model, *train, cfg)
+    untrusted, kinds_info = _untrusted_inputs(
+        model, x_test[correct], y_test[correct], cfg, dataset, data_dir, progress
     )
-
-    # A seeded shuffle: some training files are stored class by class.
-    order = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(cfg.seed))
-    order = order[: cfg.n_baseline_fit]
-    x_fit, y_fit = train[0][order], train[1][order]
-    baselines = {
-        "max softmax": MaxSoftmax(model).fit(),
-        "ODIN": ODIN(model).fit(x_fit[:500]),
-        "energy": EnergyScore(model).fit(),
-    }
-    if callable(getattr(model, "embed", None)):
-        baselines["Mahalanobis"] = Mahalanobis(model).fit(x_fit, y_fit)
-        baselines["k-NN"] = KNN(model).fit(x_fit)
-    if has_penultimate(model):
-        baselines["GradNorm"] = GradNorm(model).fit()
-    trust_run = _TrustRun(model, scorer, cfg)
-
-    inputs: dict[str, Tensor] = {"clean": x_pos}
-    kinds_info: dict[str, dict[str, Any]] = {}
-    for kind in cfg.kinds:
-        if kind in CIFAR_KINDS and dataset != "cifar10":
-            continue
-        inputs[kind], kinds_info[kind] = make_untrusted(
-            kind, model, x_pos, y_pos, eps, cfg, dataset, data_dir, progress
-        )
-        logger.info("%s: %s", kind, kinds_info[kind])
-
+    # Built after the attacks: the served pipeline runs numpy's BLAS on one thread from here on,
+    # as the service does, while L-BFGS's optimiser above kept its usual threads.
+    pipeline = GGAPipeline(model, scorer)
     scores: dict[str, dict[str, np.ndarray]] = {}
     examples: dict[str, dict[str, np.ndarray]] = {}
-    trust_pos = np.empty(0)
-    for kind, x in inputs.items():
+    flagged_clean = np.empty(0, dtype=bool)
+    for kind, x in {"clean": x_test[correct], **untrusted}.items():
         if len(x) == 0:
             continue
-        rows, trust, examples[kind] = trust_run(x, kind, progress)
+        trust = _score_with_pipeline(pipeline, x, cfg, kind, progress)
+        examples[kind] = trust.example
         if kind == "clean":
-            trust_pos = trust
-        for name, s in rows.items():
+            flagged_clean = trust.flagged
+        for name, s in trust.rows.items():
             scores.setdefault(name, {})[kind] = s
         for name, det in baselines.items():
             scores.setdefault(name, {})[kind] = det(x)
-
-    # False alarms on clean inputs: the calibration promise (trust < alpha about alpha of them).
-    trust_all_wrong = None
-    if (~correct).any():
-        _, trust_all_wrong, _ = trust_run(x_test[~correct], "misclassified", False)
-    false_alarm = {
-        "alpha": scorer.alpha,
-        "rate": float(np.mean(trust_pos < scorer.alpha)),
-        "n": len(trust_pos),
-        "flag_rate_misclassified": (
-            float(np.mean(trust_all_wrong < scorer.alpha)) if trust_all_wrong is not None else None
-        ),
-        "n_misclassified": int((~correct).sum()),
-    }
-
-    tnr: dict[str, dict[str, float]] = {}
-    auroc: dict[str, dict[str, float]] = {}
-    pooled: dict[str, dict[str, float]] = {}
-    for name, per_kind in scores.items():
-        clean = per_kind["clean"]
-        tnr[name] = {k: tnr_at_tpr(clean, s) for k, s in per_kind.items() if k != "clean"}
-        auroc[name] = {k: auroc(clean, s) for k, s in per_kind.items() if k != "clean"}
-        ood = [per_kind[k] for k in OOD_KINDS if k in per_kind]
-        if ood:
-            tnr[name]["ood"] = tnr_at_tpr(clean, np.concatenate(ood))
-        metrics = OODMetrics().update(clean, np.zeros(len(clean)))
-        table = [per_kind[k] for k in TABLE_KINDS if k in per_kind]
-        if table:
-            pooled_scores = np.concatenate(table)
-            metrics.update(pooled_scores, -np.ones(len(pooled_scores)))
-            pooled[name] = metrics.compute()
+    tnr, aurocs, pooled = _metrics(scores)
     return EvalResult(
         model=model_name,
         dataset=dataset,
         config=asdict(cfg),
-        eps=eps,
+        eps=attack_budgets(dataset, cfg),
         n_clean=len(x_test),
         clean_accuracy=float(correct.float().mean()),
-        false_alarm=false_alarm,
+        false_alarm=_false_alarm(pipeline, flagged_clean, x_test[~correct], cfg),
         kinds=kinds_info,
         tnr=tnr,
-        auroc=auroc,
+        auroc=aurocs,
         pooled=pooled,
         ranks=rank_detectors(tnr),
         detector=scorer.summary(),

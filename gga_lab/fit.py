@@ -390,9 +390,61 @@ def fit_trust_scorer(
     """
     start = time.perf_counter()
     model = model.eval()
+    view_names = _view_names(model, model_name, config)
+    splits = fit_splits(len(x), held_out, config)
+    data = {part: (x[idx], y[idx]) for part, idx in splits.parts().items()}
+    eps = LINF_EPS.get(dataset, 0.1)
+    untrusted = _tune_untrusted(model, *data["tune"], eps, config, progress)
+    options = {"auto": (True, False), "on": (True,), "off": (False,)}[config.rescale]
+    candidates = [
+        _fit_candidate(model, rescale, view_names, data, untrusted, config, progress)
+        for rescale in options
+    ]
+    best = max(candidates, key=lambda c: c.choice.scores[c.choice.method])
+    cal_inputs = _calibration_inputs(best.engine, *data["cal"], config, progress)
+    provenance = _provenance(
+        dataset=dataset,
+        config=config,
+        splits=splits,
+        counts={**best.counts, "cal": len(cal_inputs)},
+        eps=eps,
+        untrusted=untrusted,
+        candidates=candidates,
+        best=best,
+        view_names=view_names,
+        seconds=time.perf_counter() - start,
+    )
+    scorer = TrustScorer.calibrated(
+        cal_inputs,
+        views=best.views,
+        view_calibrators=best.view_calibrators,
+        fusion=best.choice.fusion,
+        alpha=config.alpha,
+        engine_options=engine_options_dict(best.engine.options),
+        model_name=model_name,
+        weights_sha256=weights_sha256,
+        provenance=provenance,
+    )
+    logger.info(
+        "fitted %s: views %s, fusion %s, rescaled %s; calibrated on %d inputs (%s)",
+        model_name,
+        ",".join(best.choice.fusion.views),
+        best.choice.method,
+        best.rescale,
+        len(cal_inputs),
+        splits.sources["cal"],
+    )
+    return scorer
+
+
+def _view_names(model: nn.Module, model_name: str, config: FitConfig) -> tuple[str, ...]:
+    """The views to fit: ``config.views``, else every view the model can serve.
+
+    Raises:
+        ViewUnavailableError: ``config.views`` names a view the model cannot serve.
+    """
     served = available_views(has_penultimate(model))
     if config.views is None:
-        view_names = served
         if len(served) < len(VIEWS):
             logger.warning(
                 "%s exposes no penultimate features (models/penultimate.py): fitting without "
@@ -400,32 +452,28 @@ def fit_trust_scorer(
                 model_name,
                 ", ".join(v for v in VIEWS if v not in served),
             )
-    else:
-        missing = [v for v in config.views if v not in served]
-        if missing:
-            raise ViewUnavailableError(
-                f"views {missing} need penultimate features, which {model_name} does not expose "
-                f"(embed(x) and a linear head, models/penultimate.py); this model can serve "
-                f"{', '.join(served)}: run `gga fit {model_name} --views {','.join(served)}`"
-            )
-        view_names = config.views
-
-    splits = fit_splits(len(x), held_out, config)
-    data = {part: (x[idx], y[idx]) for part, idx in splits.parts().items()}
-    eps = LINF_EPS.get(dataset, 0.1)
-    # Untrusted inputs are made once, from the correctly classified tune images.
-    with torch.no_grad():
-        tune_pred = torch.cat(
-            [
-                model(data["tune"][0][i : i + 256]).argmax(1)
-                for i in range(0, len(data["tune"][0]), 256)
-            ]
+        return served
+    missing = [v for v in config.views if v not in served]
+    if missing:
+        raise ViewUnavailableError(
+            f"views {missing} need penultimate features, which {model_name} does not expose "
+            f"(embed(x) and a linear head, models/penultimate.py); this model can serve "
+            f"{', '.join(served)}: run `gga fit {model_name} --views {','.join(served)}`"
         )
-    ok = tune_pred == data["tune"][1]
-    untrusted = make_training_untrusted(
+    return config.views
+
+
+def _tune_untrusted(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float, config: FitConfig, progress: bool
+) -> dict[str, Tensor]:
+    """The untrusted inputs, made once from the correctly classified tune images ``x``."""
+    with torch.no_grad():
+        predicted = torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)])
+    ok = predicted == y
+    return make_training_untrusted(
         model,
-        data["tune"][0][ok],
-        data["tune"][1][ok],
+        x[ok],
+        y[ok],
         eps=eps,
         seed=config.seed,
         kinds=config.untrusted_kinds,
@@ -433,37 +481,42 @@ def fit_trust_scorer(
         batch_size=config.batch_size,
         progress=progress,
     )
-    options = {"auto": (True, False), "on": (True,), "off": (False,)}[config.rescale]
-    candidates = [
-        _fit_candidate(model, rescale, view_names, data, untrusted, config, progress)
-        for rescale in options
-    ]
-    best = max(candidates, key=lambda c: c.choice.scores[c.choice.method])
 
-    cal_inputs = collect_view_inputs(
-        best.engine, data["cal"][0], config.batch_size, "fit: calibration", progress
-    )
-    cal_inputs = _correct(cal_inputs, data["cal"][1], "calibration")
-    scorer = TrustScorer(
-        views=best.views,
-        view_calibrators=best.view_calibrators,
-        fusion=best.choice.fusion,
-        # Replaced below: the final calibration scores the calibration part with this scorer.
-        calibrator=ConformalCalibrator(np.zeros(MIN_CALIBRATION)),
-        alpha=config.alpha,
-        engine_options=engine_options_dict(best.engine.options),
-        model_name=model_name,
-        weights_sha256=weights_sha256,
-    )
-    if len(cal_inputs) < MIN_CALIBRATION:
+
+def _calibration_inputs(
+    engine: GradientEngine, x: Tensor, y: Tensor, config: FitConfig, progress: bool
+) -> ViewInputs:
+    """The calibration part's correctly classified inputs, through the chosen engine.
+
+    Raises:
+        DetectorFitError: fewer than ``MIN_CALIBRATION`` of them.
+    """
+    inputs = collect_view_inputs(engine, x, config.batch_size, "fit: calibration", progress)
+    inputs = _correct(inputs, y, "calibration")
+    if len(inputs) < MIN_CALIBRATION:
         raise DetectorFitError(
-            f"only {len(cal_inputs)} calibration inputs are classified correctly; at least "
+            f"only {len(inputs)} calibration inputs are classified correctly; at least "
             f"{MIN_CALIBRATION} are needed: raise --n-cal"
         )
-    scorer.calibrator = ConformalCalibrator(scorer.score(cal_inputs))
+    return inputs
 
-    counts = {**best.counts, "cal": len(cal_inputs)}
-    provenance: dict[str, Any] = {
+
+def _provenance(
+    *,
+    dataset: str,
+    config: FitConfig,
+    splits: FitSplits,
+    counts: dict[str, int],
+    eps: float,
+    untrusted: dict[str, Tensor],
+    candidates: list[_Candidate],
+    best: _Candidate,
+    view_names: tuple[str, ...],
+    seconds: float,
+) -> dict[str, Any]:
+    """What a fit drew, made, measured and chose: the scorer's JSON ``provenance``."""
+    measured = {str(c.rescale): round(c.choice.scores[c.choice.method], 4) for c in candidates}
+    return {
         "dataset": dataset,
         "split": "train",
         "seed": config.seed,
@@ -488,24 +541,11 @@ def fit_trust_scorer(
         "choices": {
             "rescale_logits": {
                 "chosen": best.rescale,
-                "given" if config.rescale != "auto" else "measured": {
-                    str(c.rescale): round(c.choice.scores[c.choice.method], 4) for c in candidates
-                },
+                "given" if config.rescale != "auto" else "measured": measured,
             },
             "fusion": best.choice.to_dict(),
             "views_offered": list(view_names),
         },
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": round(seconds, 1),
     }
-    logger.info(
-        "fitted %s: views %s, fusion %s, rescaled %s; calibrated on %d inputs (%s)",
-        model_name,
-        ",".join(best.choice.fusion.views),
-        best.choice.method,
-        best.rescale,
-        len(cal_inputs),
-        splits.sources["cal"],
-    )
-    scorer.provenance = provenance
-    return scorer

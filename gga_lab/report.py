@@ -258,7 +258,7 @@ def write_report(
     With ``save_scores``, also ``scores.npz``: every row's outlier score of every input, keyed
     ``"ROW|KIND"`` (float64: max softmax saturates near 1 on confident models, and float32 would
     tie inputs the calibration tells apart), so other fusions and calibrations can be compared
-    offline on the same inputs (``gga_lab/analysis/fusion_offline.py``).
+    offline on the same inputs (``gga lab fusion``).
 
     Returns:
         Name -> path of every file written.

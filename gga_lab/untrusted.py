@@ -20,7 +20,8 @@ import logging
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
+
+from gga_lab.attack_registry import AttackKind
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +35,7 @@ TRAINING_KINDS: tuple[str, ...] = (
     "patch_shuffle",
     "blend",
 )
-ATTACK_KINDS: tuple[str, ...] = ("fgsm", "pgd_min", "pgd")  # successful attacks only
-
-
-def _run(attack, x: Tensor, y: Tensor, batch_size: int, successful_only: bool, desc, progress):
-    kept = []
-    for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
-        res = attack(x[i : i + batch_size], y[i : i + batch_size])
-        kept.append(res.x_adv[res.success] if successful_only else res.x_adv)
-    return torch.cat(kept) if kept else x[:0]
+CORRUPTION_SEVERITIES: tuple[int, ...] = (4, 5)  # the two strongest, each on half the images
 
 
 def patch_shuffle(x: Tensor, grid: int = 4, generator: torch.Generator | None = None) -> Tensor:
@@ -69,6 +62,39 @@ def blend(x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Ten
         partner[same] = torch.randint(len(x), (int(same.sum()),), generator=generator)
     keep = y[partner] != y
     return ((x + x[partner]) / 2)[keep]
+
+
+def training_attack_kinds(eps: float, seed: int, pgd_steps: int) -> dict[str, AttackKind]:
+    """The training kinds made by one registered attack (``LAB_ATTACKS``), with its parameters.
+
+    Args:
+        eps: l_inf budget of the attacks and the noise.
+        seed: seeds the attacks.
+        pgd_steps: iterations of both PGD kinds (step eps/4, random start).
+
+    Returns:
+        Kind -> ``AttackKind``; ``corruption`` is made by two of them (``CORRUPTION_SEVERITIES``).
+    """
+    pgd = {"eps": eps, "steps": pgd_steps, "seed": seed}
+    return {
+        "fgsm": AttackKind("fgsm", {"eps": eps}),
+        "pgd_min": AttackKind("pgd", {**pgd, "early_stop": True}),
+        "pgd": AttackKind("pgd", {**pgd, "early_stop": False}),
+        "noise": AttackKind("noise", {"eps": eps, "seed": seed}, keep="all"),
+    }
+
+
+def _corruptions(
+    model: nn.Module, x: Tensor, y: Tensor, seed: int, batch_size: int, progress: bool
+) -> Tensor:
+    """Every other image corrupted at each severity of ``CORRUPTION_SEVERITIES``, all kept."""
+    step = len(CORRUPTION_SEVERITIES)
+    parts = []
+    for i, severity in enumerate(CORRUPTION_SEVERITIES):
+        kind = AttackKind("corruption", {"severity": severity, "seed": seed + severity}, keep="all")
+        made, _ = kind.run(model, x[i::step], y[i::step], batch_size, "fit: corruption", progress)
+        parts.append(made)
+    return torch.cat(parts)
 
 
 def make_training_untrusted(
@@ -102,28 +128,18 @@ def make_training_untrusted(
     Raises:
         ValueError: an unknown kind.
     """
-    from attacks.corruptions import Corruption, UniformNoise
-    from attacks.fgsm import FGSM
-    from attacks.pgd import PGD
     from models.data.ood import gaussian_noise, uniform_noise
 
     unknown = sorted(set(kinds) - set(TRAINING_KINDS))
     if unknown:
         raise ValueError(f"unknown kinds {unknown}; choose from {', '.join(TRAINING_KINDS)}")
+    by_attack = training_attack_kinds(eps, seed, pgd_steps)
     generator = torch.Generator().manual_seed(seed)
     shape = tuple(x.shape[1:])
     out: dict[str, Tensor] = {}
     for kind in kinds:
-        desc = f"fit: {kind}"
-        if kind == "fgsm":
-            out[kind] = _run(FGSM(model, eps=eps), x, y, batch_size, True, desc, progress)
-        elif kind in ("pgd", "pgd_min"):
-            attack = PGD(model, eps=eps, steps=pgd_steps, seed=seed, early_stop=kind == "pgd_min")
-            out[kind] = _run(attack, x, y, batch_size, True, desc, progress)
-        elif kind == "noise":
-            out[kind] = _run(
-                UniformNoise(model, eps=eps, seed=seed), x, y, batch_size, False, desc, progress
-            )
+        if kind in by_attack:
+            out[kind], _ = by_attack[kind].run(model, x, y, batch_size, f"fit: {kind}", progress)
         elif kind == "noise_images":
             half = len(x) // 2
             out[kind] = torch.cat(
@@ -133,19 +149,7 @@ def make_training_untrusted(
                 ]
             )
         elif kind == "corruption":
-            parts = [
-                _run(
-                    Corruption(model, severity=s, seed=seed + s),
-                    x[i::2],
-                    y[i::2],
-                    batch_size,
-                    False,
-                    desc,
-                    progress,
-                )
-                for i, s in enumerate((4, 5))
-            ]
-            out[kind] = torch.cat(parts)
+            out[kind] = _corruptions(model, x, y, seed, batch_size, progress)
         elif kind == "patch_shuffle":
             out[kind] = patch_shuffle(x, generator=generator)
         else:

@@ -2,7 +2,8 @@
 
 Nothing to fit; they are here so the fused trust score can use what the forward pass gives for
 free. ``energy`` is ``-logsumexp(z)`` (Liu et al. 2020, T = 1); ``msp`` is ``-max softmax(z)``
-(Hendrycks and Gimpel 2017).
+(Hendrycks and Gimpel 2017). Their functional cores, ``energy_score`` and ``msp_score``, take a
+temperature, so the lab's baselines (the energy score at any T, ODIN at T = 1000) share them.
 """
 
 from typing import Any, Self
@@ -24,6 +25,20 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The free energy ``-T logsumexp(z / T)`` of each row of ``logits`` (N, C); higher = less
+    trusted."""
+    z = np.asarray(logits, dtype=np.float64)
+    return -temperature * logsumexp(z / temperature)
+
+
+def msp_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Minus the largest softmax probability of ``z / T``, per row of ``logits`` (N, C); higher =
+    less trusted."""
+    z = np.asarray(logits, dtype=np.float64)
+    return -softmax(z / temperature).max(axis=1)
+
+
 class EnergyView(View):
     name = "energy"
     title = "logit energy"
@@ -32,7 +47,7 @@ class EnergyView(View):
         pass  # a fixed function of the logits
 
     def _score(self, z: ViewInputs) -> np.ndarray:
-        return -logsumexp(np.asarray(z.logits, dtype=np.float64))
+        return energy_score(z.logits)
 
     def get_params(self) -> dict[str, Any]:
         return {}
@@ -50,7 +65,7 @@ class MSPView(View):
         pass  # a fixed function of the logits
 
     def _score(self, z: ViewInputs) -> np.ndarray:
-        return -softmax(np.asarray(z.logits, dtype=np.float64)).max(axis=1)
+        return msp_score(z.logits)
 
     def get_params(self) -> dict[str, Any]:
         return {}

@@ -121,6 +121,15 @@ class MahalanobisView(View):
         return fitted_view(view)
 
 
+def kth_neighbour_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each unit-length query (N, F) to its ``k``-th nearest unit-length bank row.
+
+    Unit vectors: ``|q - b|^2 = 2 - 2 q.b``, so the k nearest are the k largest dot products.
+    """
+    kth = (queries @ bank.T).topk(k, dim=1).values[:, -1]  # (N, M) -> (N,)
+    return (2.0 - 2.0 * kth).clamp_min(0.0).sqrt()
+
+
 def _normalise(h: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(h, axis=1, keepdims=True)
     return h / np.maximum(norm, 1e-12)
@@ -166,10 +175,7 @@ class KNNView(View):
         # float32: the bank holds float16 values, and float64 doubled the product's cost.
         queries = torch.from_numpy(_normalise(_features(z)).astype(np.float32))
         bank = torch.from_numpy(np.ascontiguousarray(self.bank, dtype=np.float32))
-        # Unit vectors: |q - b|^2 = 2 - 2 q.b, so the k nearest are the k largest dot products.
-        dots = queries @ bank.T  # (N, M)
-        kth = dots.topk(self.k, dim=1).values[:, -1]
-        return (2.0 - 2.0 * kth).clamp_min(0.0).sqrt().numpy()
+        return kth_neighbour_distance(queries, bank, self.k).numpy()
 
     def get_params(self) -> dict[str, Any]:
         self._check_fitted()

@@ -85,7 +85,7 @@ class LogitScore(ModelDetector):
     """
 
     @abc.abstractmethod
-    def score_logits(self, logits: Tensor) -> Tensor:
+    def score_logits(self, logits: np.ndarray) -> np.ndarray:
         """Outlier scores (N,) from float64 logits (N, C); higher = less trustworthy."""
 
     def fit(self, x: Any = None, y: Any = None) -> Self:
@@ -98,7 +98,7 @@ class LogitScore(ModelDetector):
     def predict_features(self, z: Any) -> np.ndarray:
         """Scores (N,) from logits (N, C)."""
         self._check_fitted()
-        return self.score_logits(torch.as_tensor(np.asarray(z, dtype=np.float64))).numpy()
+        return self.score_logits(np.asarray(z, dtype=np.float64))
 
     @torch.no_grad()
     def predict(self, x: Any) -> np.ndarray:

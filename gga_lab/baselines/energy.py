@@ -1,8 +1,10 @@
-"""The energy score (Liu et al. 2020): ``E(x) = -T logsumexp(z / T)``."""
+"""The energy score (Liu et al. 2020): ``E(x) = -T logsumexp(z / T)``, the ``energy`` view's
+maths at any temperature."""
 
-import torch
-from torch import Tensor, nn
+import numpy as np
+from torch import nn
 
+from detectors.views.logits import energy_score
 from gga_lab.baselines.common import LogitScore
 
 
@@ -23,6 +25,5 @@ class EnergyScore(LogitScore):
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
 
-    def score_logits(self, logits: Tensor) -> Tensor:
-        t = self.temperature
-        return -t * torch.logsumexp(logits / t, dim=1)
+    def score_logits(self, logits: np.ndarray) -> np.ndarray:
+        return energy_score(logits, self.temperature)

@@ -7,14 +7,15 @@ import torch
 from torch import nn
 
 from detectors.base import as_features
+from detectors.views.penultimate import kth_neighbour_distance
 from gga_lab.baselines.common import ModelDetector, as_inputs, batched
 
 
 class KNN(ModelDetector):
     """Outlier score = distance of the unit-length features to the k-th nearest training feature.
 
-    Every fitting input is kept at full precision (the ``knn`` trust view keeps a capped
-    float16 bank instead, to fit in ``detector.json``).
+    The ``knn`` view's distance (``kth_neighbour_distance``), but every fitting input is kept at
+    full precision (the view keeps a capped float16 bank instead, to fit in ``detector.json``).
 
     Args:
         model: classifier on [0, 1] pixels with ``embed(x)``.
@@ -49,8 +50,7 @@ class KNN(ModelDetector):
         self._check_fitted()
         assert self.bank is not None
         q = torch.nn.functional.normalize(torch.as_tensor(as_features(z, "embeddings")), dim=1)
-        kth = (q @ self.bank.T).topk(min(self.k, len(self.bank)), dim=1).values[:, -1]
-        return (2.0 - 2.0 * kth).clamp_min(0.0).sqrt().numpy()
+        return kth_neighbour_distance(q, self.bank, min(self.k, len(self.bank))).numpy()
 
     @torch.no_grad()
     def predict(self, x: Any) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""Maximum softmax probability (Hendrycks and Gimpel 2017)."""
+"""Maximum softmax probability (Hendrycks and Gimpel 2017), the ``msp`` view's maths."""
 
-from torch import Tensor
+import numpy as np
 
+from detectors.views.logits import msp_score
 from gga_lab.baselines.common import LogitScore
 
 
@@ -10,5 +11,5 @@ class MaxSoftmax(LogitScore):
 
     kind = "msp"
 
-    def score_logits(self, logits: Tensor) -> Tensor:
-        return -logits.softmax(dim=1).amax(dim=1)
+    def score_logits(self, logits: np.ndarray) -> np.ndarray:
+        return msp_score(logits)

@@ -1,4 +1,9 @@
-"""ODIN (Liang et al. 2018): temperature scaling plus input preprocessing."""
+"""ODIN (Liang et al. 2018): temperature scaling plus input preprocessing.
+
+The score of the preprocessed input is the ``msp`` view's maths at temperature T
+(``detectors.views.logits.msp_score``); the preprocessing, a backward and a second forward per
+input, is what no served view does.
+"""
 
 from typing import Any, Self
 
@@ -7,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detectors.views.logits import msp_score
 from gga_lab.baselines.common import EPS_GRID, ModelDetector, as_inputs, batched, preprocess
 
 
@@ -74,8 +80,7 @@ class ODIN(ModelDetector):
     def predict_features(self, z: Any) -> np.ndarray:
         """Scores (N,) from logits (N, C) of already preprocessed inputs."""
         self._check_fitted()
-        logits = torch.as_tensor(np.asarray(z, dtype=np.float64))
-        return -torch.softmax(logits / self.temperature, dim=1).amax(dim=1).numpy()
+        return msp_score(np.asarray(z, dtype=np.float64), self.temperature)
 
     def predict(self, x: Any) -> np.ndarray:
         self._check_fitted()

@@ -1,11 +1,14 @@
-"""Every registered attack honours the contract: shapes, pixel range, eps ball, untouched model."""
+"""Every registered attack honours the contract: shapes, pixel range, eps ball, untouched model.
+
+``check_contract`` is also run on the attacks the lab adds (tests/lab/test_attack_registry.py).
+"""
 
 import pytest
 import torch
 
 from attacks.base import AttackParameterError, AttackResult, TargetMode
 from attacks.norms import perturbation_norm
-from attacks.registry import ATTACKS, UnknownAttackError, attack_spec, make_attack
+from attacks.registry import ATTACKS, AttackRegistry, AttackSpec, UnknownAttackError
 from models.architectures import build_model
 
 # Few iterations: the contract is about shapes and bounds, not strength.
@@ -15,7 +18,6 @@ FAST = {
     "pgd": {"steps": 3},
     "lbfgs": {"search_steps": 2, "max_iter": 5},
     "universal": {"max_passes": 1},
-    "csa": {"steps": 2},
     "noise": {},
     "rotation": {},
     "corruption": {"severity": 0},
@@ -23,9 +25,10 @@ FAST = {
 EPS = {"linf": 0.1, "l2": 1.0}
 
 
-def _cases():
-    for name, spec in ATTACKS.items():
-        norms = ["linf", "l2"] if "norm" in spec.parameters() else [None]
+def contract_cases(registry: AttackRegistry, names: list[str]):
+    """One case per attack of ``names`` and per norm it takes."""
+    for name in names:
+        norms = ["linf", "l2"] if "norm" in registry.spec(name).parameters() else [None]
         for norm in norms:
             yield pytest.param(name, norm, id=f"{name}-{norm or 'no-norm'}")
 
@@ -41,13 +44,13 @@ def test_every_registered_attack_has_fast_parameters():
     assert set(FAST) == set(ATTACKS)
 
 
-@pytest.mark.parametrize(("name", "norm"), list(_cases()))
-def test_attack_contract(model, name, norm):
-    spec = attack_spec(name)
-    params = dict(FAST[name], seed=0)
+def check_contract(registry: AttackRegistry, model, name: str, norm: str | None, params: dict):
+    """Attack ``name`` of ``registry`` keeps the contract on random inputs (FAST ``params``)."""
+    spec = registry.spec(name)
+    params = dict(params, seed=0)
     if norm is not None:
         params.update(norm=norm, eps=EPS[norm])
-    attack = make_attack(name, model, **params)
+    attack = registry.make(name, model, **params)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(6, 1, 28, 28)
     y = torch.arange(6) % 10
@@ -71,9 +74,9 @@ def test_attack_contract(model, name, norm):
         assert torch.equal(v, before[k]), k
 
 
-@pytest.mark.parametrize("name", [n for n in ATTACKS if attack_spec(n).cls.supports_targeted])
-def test_targeted_contract(model, name):
-    attack = make_attack(name, model, target_mode=TargetMode.RANDOM, seed=1, **FAST[name])
+def check_targeted_contract(registry: AttackRegistry, model, name: str, params: dict):
+    """A targeted attack ``name`` of ``registry`` reports its random targets and aims at them."""
+    attack = registry.make(name, model, target_mode=TargetMode.RANDOM, seed=1, **params)
     x = torch.rand(6, 1, 28, 28)
     y = torch.arange(6) % 10
     result = attack(x, y)
@@ -81,22 +84,46 @@ def test_targeted_contract(model, name):
     assert torch.equal(result.success, result.pred == result.target)
 
 
-@pytest.mark.parametrize("name", [n for n in ATTACKS if not attack_spec(n).cls.supports_targeted])
+@pytest.mark.parametrize(("name", "norm"), list(contract_cases(ATTACKS, list(ATTACKS))))
+def test_attack_contract(model, name, norm):
+    check_contract(ATTACKS, model, name, norm, FAST[name])
+
+
+@pytest.mark.parametrize("name", [n for n in ATTACKS if ATTACKS.spec(n).cls.supports_targeted])
+def test_targeted_contract(model, name):
+    check_targeted_contract(ATTACKS, model, name, FAST[name])
+
+
+@pytest.mark.parametrize("name", [n for n in ATTACKS if not ATTACKS.spec(n).cls.supports_targeted])
 def test_untargeted_only_attacks_refuse_a_target(model, name):
     with pytest.raises(AttackParameterError, match="untargeted only"):
-        make_attack(name, model, target_mode=TargetMode.RANDOM)
+        ATTACKS.make(name, model, target_mode=TargetMode.RANDOM)
 
 
 def test_unknown_attack_lists_the_known_ones(model):
     with pytest.raises(UnknownAttackError, match="available: fgsm"):
-        make_attack("deepfool2", model)
+        ATTACKS.make("deepfool2", model)
 
 
 def test_parameter_that_does_not_apply_is_named(model):
     with pytest.raises(AttackParameterError, match="does not take steps"):
-        make_attack("fgsm", model, steps=10)
+        ATTACKS.make("fgsm", model, steps=10)
 
 
 def test_none_parameters_keep_defaults(model):
-    attack = make_attack("pgd", model, eps=None, steps=None)
+    attack = ATTACKS.make("pgd", model, eps=None, steps=None)
     assert attack.eps == 0.3 and attack.steps == 40
+
+
+def test_the_package_names_only_its_own_attacks():
+    # The lab's attack on GGA is added above (gga_lab.attack_registry), never named here.
+    assert all(spec.path.startswith("attacks.") for _, spec in ATTACKS.items())
+
+
+def test_a_layer_above_adds_attacks_without_changing_this_registry():
+    extra = AttackSpec("attacks.pgd:BIM", "BIM again, under another name")
+    more = ATTACKS.with_attacks({"bim2": extra})
+    assert list(more) == [*ATTACKS, "bim2"] and "bim2" not in ATTACKS
+    assert more.spec("bim2") is extra and len(more) == len(ATTACKS) + 1
+    with pytest.raises(ValueError, match=r"\['pgd'\] are registered already"):
+        ATTACKS.with_attacks({"pgd": extra})

@@ -1,11 +1,14 @@
-"""Conformal calibration: exact formula, uniform p-values, false alarms at alpha, the tail."""
+"""Conformal calibration: exact formula, uniform p-values, false alarms at alpha, the tail.
+
+The flag the service raises (trust below alpha) is ``TrustScorer.evaluate``'s, tested with the
+fused trust score in test_fusion.py; here the p-values below alpha are counted directly."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from detectors.base import DetectorFitError
-from detectors.calibration import ConformalCalibrator, exponential_tail_scale, flagged
+from detectors.calibration import ConformalCalibrator, check_alpha, exponential_tail_scale
 
 
 def test_formula_by_hand() -> None:
@@ -41,7 +44,7 @@ def test_false_alarm_rate_within_binomial_tolerance() -> None:
     test_scores = rng.exponential(size=20000)
     trust = cal.trust(test_scores)
     for alpha in (0.01, 0.05, 0.1):
-        rate = flagged(trust, alpha).mean()
+        rate = (trust < alpha).mean()
         # 4 sigma of the test draw's binomial noise plus the calibration set's own.
         sigma = np.sqrt(alpha * (1 - alpha) * (1 / len(test_scores) + 1 / cal.n))
         assert abs(rate - alpha) < 4 * sigma, (alpha, rate)
@@ -89,6 +92,6 @@ def test_errors() -> None:
     with pytest.raises(DetectorFitError, match="NaN"):
         ConformalCalibrator([*range(30), np.nan])
     with pytest.raises(ValueError, match="alpha"):
-        flagged([0.5], 1.5)
+        check_alpha(1.5)
     with pytest.raises(ValueError, match="tail"):
         ConformalCalibrator(np.arange(30.0), tail="pareto")

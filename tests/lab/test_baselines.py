@@ -1,4 +1,5 @@
-"""Baselines: the contract, scores by formula, and detection of noise on a trained model."""
+"""Baselines: the contract, scores by formula, the views' maths where they share a name, and
+detection of noise on a trained model."""
 
 import numpy as np
 import pytest
@@ -6,8 +7,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from detectors.base import DetectorFitError, NotFittedError
-from gga_lab.baselines import ODIN, EnergyScore, Mahalanobis, MaxSoftmax
+from detectors.views.logits import EnergyView, MSPView, msp_score
+from gga_lab.baselines import KNN, ODIN, EnergyScore, Mahalanobis, MaxSoftmax
 from gga_lab.baselines.common import EPS_GRID
+from tests.detectors.synthetic import view_inputs
 from tests.helpers.models import TinyLinear, seeded
 
 
@@ -20,6 +23,31 @@ def test_msp_and_energy_by_formula() -> None:
     energy = EnergyScore(model, temperature=2.0).fit()
     expected = -2.0 * torch.logsumexp(logits / 2.0, dim=1).numpy()
     np.testing.assert_allclose(energy(x), expected, rtol=1e-5)
+
+
+def test_baselines_named_like_a_view_compute_its_maths() -> None:
+    inputs = view_inputs(40, True, 0)
+    model = _Embed()
+    z = inputs.logits
+    np.testing.assert_array_equal(
+        MaxSoftmax(model).fit().predict_features(z),
+        MSPView().fit_features(inputs).predict_features(inputs),
+    )
+    np.testing.assert_array_equal(
+        EnergyScore(model).fit().predict_features(z),
+        EnergyView().fit_features(inputs).predict_features(inputs),
+    )
+    odin = ODIN(model, eps=0.0)
+    np.testing.assert_array_equal(odin.predict_features(z), msp_score(z, temperature=1000.0))
+    # k-NN: the view's distance, by hand: the k-th smallest Euclidean distance of unit rows.
+    bank, queries = inputs.penultimate[:30], inputs.penultimate[30:]
+    knn = KNN(model, k=3).fit_features(bank)
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    dist = np.linalg.norm(unit(queries)[:, None] - unit(bank)[None], axis=2)
+    np.testing.assert_allclose(knn.predict_features(queries), np.sort(dist)[:, 2], rtol=1e-6)
 
 
 def test_mahalanobis_fit_features_by_hand() -> None:

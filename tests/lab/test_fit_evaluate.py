@@ -93,7 +93,6 @@ def test_fit_then_evaluate_the_fused_score_beats_its_best_view(
         pgd_steps=10,
         n_baseline_fit=300,
         kinds=("pgd_linf", "pgd_linf_min", "rotation", "ood_noise", "ood_photos", "ood_dataset"),
-        strategy="vmap",
         examples=2,
         drawn="the tiny fixture's test images",
     )

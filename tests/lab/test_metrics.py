@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from gga_lab.metrics import OODMetrics, tnr_at_tpr
+from gga_lab.metrics import OODMetrics, auroc, tnr_at_tpr
 
 
 def test_tnr_at_95_tpr_by_hand() -> None:
@@ -48,3 +48,10 @@ def test_errors() -> None:
         OODMetrics().update([np.nan], [0])
     with pytest.raises(ValueError, match="shape"):
         OODMetrics().update([1.0, 2.0], [0])
+
+
+def test_auroc_matches_scikit_learn_with_ties():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 5, 50).astype(float), rng.integers(2, 7, 40).astype(float)
+    expected = roc_auc_score(np.r_[np.zeros(50), np.ones(40)], np.r_[a, b])
+    assert auroc(a, b) == pytest.approx(expected)

@@ -1,0 +1,92 @@
+"""Choosing the fusion and its views by leave-one-kind-out measurement (``gga_lab.selection``)."""
+
+import numpy as np
+import pytest
+
+from detectors.views import VIEWS
+from gga_lab.selection import (
+    GGA_VIEWS,
+    Method,
+    candidate_subsets,
+    choose_fusion,
+    default_methods,
+)
+
+VIEW_NAMES = tuple(VIEWS)
+
+
+def test_candidate_subsets_always_hold_a_gga_view():
+    subsets = candidate_subsets(VIEW_NAMES)
+    assert all(any(v in GGA_VIEWS for v in s) for s in subsets)
+    assert ("gga-csm",) in subsets and VIEW_NAMES in subsets and ("energy",) not in subsets
+    # A model whose views include no GGA view keeps every subset.
+    assert len(candidate_subsets(("energy", "msp"))) == 3
+
+
+def test_choice_measures_every_method_on_left_out_kinds():
+    rng = np.random.default_rng(0)
+    n = 200
+    clean = {v: rng.uniform(0, 1, n) for v in ("gga-csm", "energy", "knn")}
+    # "energy" sees the first kind, "knn" the second; gga-csm sees neither.
+    a = {
+        "gga-csm": rng.uniform(0, 1, n),
+        "energy": rng.uniform(0, 0.02, n),
+        "knn": rng.uniform(0, 1, n),
+    }
+    b = {
+        "gga-csm": rng.uniform(0, 1, n),
+        "energy": rng.uniform(0, 1, n),
+        "knn": rng.uniform(0, 0.02, n),
+    }
+    choice = choose_fusion(("gga-csm", "energy", "knn"), clean, {"a": a, "b": b})
+    assert set(choice.scores) == {m.name for m in default_methods()}
+    assert set(choice.per_kind[choice.method]) == {"a", "b"}
+    # Learning a subset from kind "a" alone drops knn, which alone catches "b": left out, the
+    # subsets fail where the rules over all views do not.
+    assert choice.scores["fisher"] > choice.scores["fisher-subset"]
+    assert choice.method in {"fisher", "cauchy", "tippett"}
+    assert choice.fusion.views == ("gga-csm", "energy", "knn")
+
+
+def _one_view_or_all_a_little(rng, n=400):
+    """Clean inputs and two families of untrusted kind over four views.
+
+    "one": a single view is sure (p = 0.002) while the others find the input typical, as the
+    Mahalanobis view saw PGD on the standard CIFAR-10 model. "many1"/"many2": every view finds
+    the input a little unusual (p between 0.1 and 0.4). Fisher ranks the "many" kinds above most
+    clean inputs (a good AUROC) but flags almost none of them at alpha; Tippett flags every "one"
+    input and ranks the "many" kinds at chance.
+    """
+    views = ("gga-csm", "energy", "knn", "mahalanobis")
+    clean = {v: rng.uniform(0, 1, n) for v in views}
+    one = {v: rng.uniform(0.9, 1.0, n) for v in views}
+    one["mahalanobis"] = np.full(n, 0.002)
+    untrusted = {"one": one}
+    for kind in ("many1", "many2"):
+        untrusted[kind] = {v: rng.uniform(0.1, 0.4, n) for v in views}
+    return views, clean, untrusted
+
+
+def test_the_criterion_decides_between_ranking_and_flagging():
+    views, clean, untrusted = _one_view_or_all_a_little(np.random.default_rng(0))
+    methods = (Method("fisher"), Method("tippett"))
+    by_auroc = choose_fusion(views, clean, untrusted, methods=methods)
+    by_flags = choose_fusion(views, clean, untrusted, methods=methods, criterion="tnr", alpha=0.05)
+    assert by_auroc.method == "fisher"
+    assert by_flags.method == "tippett"
+    # The tnr scores are shares flagged at alpha on the left-out kind.
+    assert by_flags.per_kind["tippett"]["one"] == 1.0
+    assert by_flags.per_kind["fisher"]["many1"] < 0.1
+    assert by_flags.to_dict()["criterion_name"] == "tnr"
+    assert "flagged at alpha" in by_flags.to_dict()["criterion"]
+    with pytest.raises(ValueError, match="unknown criterion"):
+        choose_fusion(views, clean, untrusted, methods=methods, criterion="accuracy")
+
+
+def test_choice_needs_two_kinds():
+    p = {"gga-csm": np.random.rand(50)}
+    with pytest.raises(ValueError, match="two kinds"):
+        choose_fusion(("gga-csm",), p, {"a": p})
+    with pytest.raises(ValueError, match="20 clean"):
+        choose_fusion(("gga-csm",), {"gga-csm": np.random.rand(5)}, {"a": p, "b": p})
+    assert Method("fisher", "subset").name == "fisher-subset"
