@@ -135,6 +135,11 @@ ATTACKS = AttackRegistry(
             "attacks.lbfgs:LBFGS",
             "box-constrained L-BFGS, smallest l_2 perturbation (Szegedy et al.)",
         ),
+        "deepfool": AttackSpec(
+            "attacks.deepfool:DeepFool",
+            "DeepFool: the smallest step across the nearest boundary (Moosavi-Dezfooli et al.)",
+            bounded=False,
+        ),
         "universal": AttackSpec(
             "attacks.universal:UniversalPerturbation",
             "one universal perturbation for all inputs (Moosavi-Dezfooli et al.)",

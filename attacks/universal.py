@@ -1,7 +1,6 @@
 """Universal adversarial perturbation (Moosavi-Dezfooli et al. 2017): one r fooling most inputs."""
 
 import logging
-import math
 
 import torch
 from torch import Tensor, nn
@@ -14,48 +13,10 @@ from attacks.base import (
     check_positive,
     eval_mode,
 )
+from attacks.deepfool import deepfool_perturbation
 from attacks.norms import Norm, project
 
 logger = logging.getLogger(__name__)
-
-
-def deepfool(
-    logits_fn, x: Tensor, label: int, overshoot: float = 0.02, max_iter: int = 10
-) -> Tensor:
-    """DeepFool's minimal l_2 perturbation moving one input off ``label`` (Moosavi-Dezfooli 2016).
-
-    Each iteration linearises the logits and steps to the nearest linearised decision boundary;
-    all classes' logit gradients come from one backward over K stacked copies of the input.
-
-    Args:
-        logits_fn: pixels (B, C, H, W) -> logits (B, K), in eval mode.
-        x: one input (1, C, H, W) in [0, 1].
-        label: the class to move away from (the model's prediction on ``x``).
-        overshoot: the step is scaled by ``1 + overshoot`` to land past the boundary.
-        max_iter: iteration limit.
-
-    Returns:
-        The perturbation (1, C, H, W) (zero if ``x`` is already not classified as ``label``).
-    """
-    r_total = torch.zeros_like(x)
-    for _ in range(max_iter):
-        x_i = (x + (1 + overshoot) * r_total).clamp(0.0, 1.0)
-        logits = logits_fn(x_i)
-        if int(logits.argmax(dim=1)) != label:
-            break
-        num_classes = logits.shape[1]
-        copies = x_i.expand(num_classes, *x.shape[1:]).clone().requires_grad_(True)
-        z = logits_fn(copies)  # (K, K): row k is the logits of copy k
-        (grads,) = torch.autograd.grad(z.diagonal().sum(), copies)  # row k = grad of logit k
-        z = z.detach()[0]
-        w = (grads - grads[label]).flatten(1)  # (K, D)
-        f = z - z[label]  # (K,)
-        distance = f.abs() / w.norm(dim=1).clamp_min(1e-12)
-        distance[label] = math.inf
-        nearest = int(distance.argmin())
-        step = (distance[nearest] + 1e-4) * w[nearest] / w[nearest].norm().clamp_min(1e-12)
-        r_total = r_total + step.view_as(x)
-    return (1 + overshoot) * r_total
 
 
 class UniversalPerturbation(Attack):
@@ -138,12 +99,12 @@ class UniversalPerturbation(Attack):
                         fooled = int(self.logits((xi + v).clamp(0, 1)).argmax()) != int(clean[i])
                     if fooled:
                         continue
-                    dr = deepfool(
+                    dr = deepfool_perturbation(
                         self.logits,
                         (xi + v).clamp(0.0, 1.0),
-                        int(clean[i]),
-                        self.overshoot,
+                        clean[i : i + 1],
                         self.deepfool_steps,
+                        self.overshoot,
                     )
                     v = project(v + dr, self.eps, self.norm)
                 with torch.no_grad():

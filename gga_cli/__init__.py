@@ -43,20 +43,36 @@ EXTRA_OF_MODULE: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The ``gga`` parser with the subcommands of ``commands`` (modules of this package)."""
     parser = argparse.ArgumentParser(
         prog="gga",
         description="Image classifiers served with a Geometric Gradient Analysis trust score.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    for name in commands:
         importlib.import_module(f"gga_cli.{name}").register(subparsers)
     return parser
 
 
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The module of the command ``argv`` names (its first word that is not an option), if any.
+
+    ``main`` then registers that command alone: a command module may import the lab for its
+    choices, and ``gga serve`` should load the service and nothing of the lab.
+    """
+    words = [a for a in argv if not a.startswith("-")]
+    if not words:
+        return None
+    by_word = {name.removesuffix("_cmd"): name for name in COMMANDS}
+    return by_word.get(words[0])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = chosen_command(argv)
+    parser = build_parser((chosen,) if chosen else COMMANDS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
