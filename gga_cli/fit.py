@@ -67,6 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(none, the default, as the zoo's detectors) or extrapolated along an exponential tail "
         "(docs/detectors.md)",
     )
+    p.add_argument(
+        "--untrusted-kinds",
+        type=_names,
+        help="comma-separated kinds of untrusted input made from training images to choose the "
+        "fusion on (default: the zoo's eight; `deepfool` adds the minimal-perturbation family; "
+        "docs/detectors.md)",
+    )
     p.add_argument("--top-n", type=int, help="saliency for the N most probable classes only")
     p.add_argument(
         "--alpha",
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         top_n=args.top_n,
         pgd_steps=args.pgd_steps,
         batch_size=args.batch_size,
+        **({"untrusted_kinds": args.untrusted_kinds} if args.untrusted_kinds else {}),
     )
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card

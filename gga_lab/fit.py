@@ -47,6 +47,7 @@ from detectors.views.gga import GGAPaperView
 from detectors.views.penultimate import KNNView
 from gga_lab.collect import collect_view_inputs
 from gga_lab.selection import CRITERIA, FusionChoice, Method, choose_fusion, default_methods
+from gga_lab.untrusted import KINDS as UNTRUSTED_KINDS
 from gga_lab.untrusted import TRAINING_KINDS, make_training_untrusted
 from models.penultimate import has_penultimate
 
@@ -143,6 +144,12 @@ class FitConfig:
         if min(sizes) < 1:
             raise DetectorFitError(f"n_fit, n_view_cal, n_tune and n_cal must be positive: {sizes}")
         check_alpha(self.alpha)
+        unknown = sorted(set(self.untrusted_kinds) - set(UNTRUSTED_KINDS))
+        if unknown or not self.untrusted_kinds:
+            raise DetectorFitError(
+                f"unknown untrusted kinds {unknown or '(none given)'}; choose from "
+                f"{', '.join(UNTRUSTED_KINDS)}"
+            )
 
 
 @dataclass

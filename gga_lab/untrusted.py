@@ -14,6 +14,13 @@ adaptive attacks that are not here). Kinds:
 - ``patch_shuffle``: the image cut in a 4 x 4 grid and its tiles shuffled (local statistics of
   the data, no global shape);
 - ``blend``: the average of two training images of different classes (ambiguous inputs).
+
+Made on request, not by default (``KINDS`` beyond ``TRAINING_KINDS``; ``gga fit
+--untrusted-kinds``):
+
+- ``deepfool``: DeepFool (l_2) run until each input crosses its nearest boundary, and no further:
+  the minimal-perturbation family, which a max softmax catches because such inputs are barely
+  confident.
 """
 
 import logging
@@ -35,6 +42,8 @@ TRAINING_KINDS: tuple[str, ...] = (
     "patch_shuffle",
     "blend",
 )
+# Every kind the fit can make; the default set is TRAINING_KINDS, which the zoo was fitted with.
+KINDS: tuple[str, ...] = (*TRAINING_KINDS, "deepfool")
 CORRUPTION_SEVERITIES: tuple[int, ...] = (4, 5)  # the two strongest, each on half the images
 
 
@@ -81,6 +90,7 @@ def training_attack_kinds(eps: float, seed: int, pgd_steps: int) -> dict[str, At
         "pgd_min": AttackKind("pgd", {**pgd, "early_stop": True}),
         "pgd": AttackKind("pgd", {**pgd, "early_stop": False}),
         "noise": AttackKind("noise", {"eps": eps, "seed": seed}, keep="all"),
+        "deepfool": AttackKind("deepfool", {"norm": "l2", "steps": 50}),
     }
 
 
@@ -117,7 +127,7 @@ def make_training_untrusted(
         y: their labels.
         eps: l_inf budget of the attacks and the noise (the data set's evaluation budget).
         seed: seeds every attack and draw.
-        kinds: a subset of ``TRAINING_KINDS``.
+        kinds: a subset of ``KINDS``.
         pgd_steps: iterations of both PGD kinds (step eps/4, random start).
         batch_size: inputs per attack call.
         progress: progress bars.
@@ -130,9 +140,9 @@ def make_training_untrusted(
     """
     from models.data.ood import gaussian_noise, uniform_noise
 
-    unknown = sorted(set(kinds) - set(TRAINING_KINDS))
+    unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
-        raise ValueError(f"unknown kinds {unknown}; choose from {', '.join(TRAINING_KINDS)}")
+        raise ValueError(f"unknown kinds {unknown}; choose from {', '.join(KINDS)}")
     by_attack = training_attack_kinds(eps, seed, pgd_steps)
     generator = torch.Generator().manual_seed(seed)
     shape = tuple(x.shape[1:])
