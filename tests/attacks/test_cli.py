@@ -5,25 +5,11 @@ import pytest
 import torch
 
 from gga_cli import main
-from models.architectures import config_to_dict
-from models.card import ModelCard
-from models.repository import save_model_folder
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, trained_lenet):
-    root = tmp_path_factory.mktemp("repo")
-    card = ModelCard(
-        name="mnist-small",
-        version="0.1.0",
-        architecture="lenet",
-        config=config_to_dict(trained_lenet.config),
-        input_shape=(1, 28, 28),
-        class_names=tuple(str(i) for i in range(10)),
-        dataset="mnist",
-    )
-    save_model_folder(root / "mnist-small", card, trained_lenet)
-    return root
+def repo(lenet_repo):
+    return lenet_repo
 
 
 def _run(capsys, *argv):

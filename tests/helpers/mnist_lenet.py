@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.architectures import build_model
+from models.architectures import build_model, config_to_dict
+from models.card import ModelCard
+from models.repository import save_model_folder
 
 # A narrow LeNet: 8 and 16 convolutions, 64 hidden units; about 97% test accuracy after the
 # training below, which is what the attacks need (a model whose decisions mean something).
@@ -62,3 +64,20 @@ def correct_batch(mnist, trained_lenet) -> Split:
     with torch.no_grad():
         ok = trained_lenet(x).argmax(dim=1) == y
     return Split(x[ok][:64], y[ok][:64])
+
+
+@pytest.fixture(scope="session")
+def lenet_repo(tmp_path_factory, trained_lenet):
+    """A model repository holding ``trained_lenet`` as the model folder ``mnist-small``."""
+    root = tmp_path_factory.mktemp("repo")
+    card = ModelCard(
+        name="mnist-small",
+        version="0.1.0",
+        architecture="lenet",
+        config=config_to_dict(trained_lenet.config),
+        input_shape=(1, 28, 28),
+        class_names=tuple(str(i) for i in range(10)),
+        dataset="mnist",
+    )
+    save_model_folder(root / "mnist-small", card, trained_lenet)
+    return root

@@ -96,8 +96,8 @@ def test_a_kind_keeps_what_it_says(model):
         AttackKind("noise", keep="some")
 
 
-def test_gga_attack_runs_csa_from_the_lab_registry(tmp_path, trained_lenet_repo, shared_data_dir):
-    repo, name = trained_lenet_repo
+def test_gga_attack_runs_csa_from_the_lab_registry(tmp_path, lenet_repo, shared_data_dir):
+    repo, name = lenet_repo, "mnist-small"
     out = tmp_path / "csa.npz"
     argv = ["attack", "--model", name, "--repo", str(repo), "--attack", "csa", "--eps", "0.3"]
     argv += ["--steps", "3", "--n", "6", "--data-dir", str(shared_data_dir), "--out", str(out)]
@@ -105,23 +105,3 @@ def test_gga_attack_runs_csa_from_the_lab_registry(tmp_path, trained_lenet_repo,
     data = np.load(out)
     assert data["x_adv"].shape == (6, 1, 28, 28)
     assert np.abs(data["x_adv"] - data["x"]).max() <= 0.3 + 1e-6
-
-
-@pytest.fixture(scope="module")
-def trained_lenet_repo(tmp_path_factory, trained_lenet):
-    from models.architectures import config_to_dict
-    from models.card import ModelCard
-    from models.repository import save_model_folder
-
-    root = tmp_path_factory.mktemp("repo")
-    card = ModelCard(
-        name="mnist-small",
-        version="0.1.0",
-        architecture="lenet",
-        config=config_to_dict(trained_lenet.config),
-        input_shape=(1, 28, 28),
-        class_names=tuple(str(i) for i in range(10)),
-        dataset="mnist",
-    )
-    save_model_folder(root / "mnist-small", card, trained_lenet)
-    return root, "mnist-small"

@@ -2,24 +2,13 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from detectors.trust import TrustScorer
 from models.repository import ModelRepository
+from tests.helpers.cli import gga
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def gga(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gga_cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-    )
 
 
 def test_results_regenerates_the_committed_page(tmp_path: Path) -> None:
@@ -27,7 +16,7 @@ def test_results_regenerates_the_committed_page(tmp_path: Path) -> None:
     # committed page must not change (a report edited without regenerating the page fails here).
     docs = tmp_path / "docs"
     shutil.copytree(REPO / "docs", docs)
-    out = gga("lab", "results", "--docs", str(docs))
+    out = gga("lab", "results", "--docs", str(docs), cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (docs / "results.md").read_text() == (REPO / "docs" / "results.md").read_text()
 

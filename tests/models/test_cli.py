@@ -1,22 +1,11 @@
 """The model commands of the ``gga`` CLI, run as a user runs them (a real subprocess)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from models.repository import ModelRepository
-
-
-def gga(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gga_cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+from tests.helpers.cli import gga
 
 
 def test_models_lists_the_shipped_zoo():
