@@ -20,4 +20,5 @@ def view_inputs(out: EngineOutput) -> ViewInputs:
         csm=np_(out.csm).astype(np.float32),
         classes=np_(out.classes).astype(np.int64),
         penultimate=None if out.penultimate is None else np_(out.penultimate).astype(np.float32),
+        squeezed=None if out.squeezed is None else np_(out.squeezed).astype(np.float64),
     )

@@ -29,6 +29,7 @@ from detectors.autotune import AutoTuner, bucket_of
 from detectors.csm import cosine_similarity_matrix
 from detectors.features import gga_features
 from detectors.saliency import to_maps
+from detectors.squeeze import squeezed_logits
 from detectors.strategies import STRATEGIES, Plan, StrategyResult, get_strategy, worth_trying
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class EngineOptions:
         channel_max: max over colour channels after the sign (D = H*W instead of C*H*W).
         top_n: only the ``top_n`` most probable classes (most probable first); ``None`` = all.
         strategy: ``"auto"`` (measured per batch-size bucket) or a name in ``STRATEGIES``.
+        squeeze: also run the model on each feature-squeezed copy of the input
+            (``detectors.squeeze``; one forward each), for the ``squeeze`` view.
     """
 
     rescale_logits: bool = True
@@ -51,6 +54,7 @@ class EngineOptions:
     channel_max: bool = True
     top_n: int | None = None
     strategy: str = "auto"
+    squeeze: bool = False
 
     def __post_init__(self) -> None:
         if self.top_n is not None and self.top_n < 1:
@@ -79,6 +83,8 @@ class EngineOutput:
         strategy: the gradient strategy that computed this batch.
         penultimate: (B, F) penultimate features of the same forward pass, for a model that
             exposes them (``models.penultimate``), else ``None``.
+        squeezed: (B, S, C) logits of the ``detectors.squeeze.SQUEEZERS`` copies, with
+            ``EngineOptions.squeeze``, else ``None``.
     """
 
     logits: Tensor
@@ -90,6 +96,7 @@ class EngineOutput:
     features: Tensor
     strategy: str = ""
     penultimate: Tensor | None = None
+    squeezed: Tensor | None = None
 
 
 def _default_strategy(bucket: int, device: torch.device) -> str:
@@ -228,6 +235,7 @@ class GradientEngine:
             features=gga_features(csm, predicted_row),
             strategy=name,
             penultimate=penultimate,
+            squeezed=squeezed_logits(self.model, x) if opts.squeeze else None,
         )
 
     def _run(self, name: str, x: Tensor) -> StrategyResult:

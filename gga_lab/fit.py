@@ -305,7 +305,13 @@ def _fit_candidate(
     config: FitConfig,
     progress: bool,
 ) -> _Candidate:
-    options = EngineOptions(top_n=config.top_n, rescale_logits=rescale, strategy=config.strategy)
+    options = EngineOptions(
+        top_n=config.top_n,
+        rescale_logits=rescale,
+        strategy=config.strategy,
+        # One forward per squeezer: only for a detector that fits the view reading them.
+        squeeze=any(VIEWS[name].needs_squeezed for name in view_names),
+    )
     engine = GradientEngine(model, options)
     tag = "rescaled" if rescale else "not rescaled"
 

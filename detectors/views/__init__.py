@@ -8,6 +8,7 @@ from detectors.views.base import View, ViewInputs, ViewUnavailableError
 from detectors.views.gga import GGACSMView, GGAPaperView
 from detectors.views.logits import EnergyView, MSPView
 from detectors.views.penultimate import GradNormView, KNNView, MahalanobisView
+from detectors.views.squeeze import SqueezeView
 
 VIEWS: dict[str, type[View]] = {
     cls.name: cls
@@ -19,6 +20,7 @@ VIEWS: dict[str, type[View]] = {
         MahalanobisView,
         KNNView,
         GradNormView,
+        SqueezeView,
     )
 }
 

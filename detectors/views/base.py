@@ -33,6 +33,8 @@ class ViewInputs:
         csm: (N, K, K) cosine similarity matrices.
         classes: (N, K) int64 class of each CSM row.
         penultimate: (N, F) penultimate features, or ``None`` for a model without them.
+        squeezed: (N, S, C) logits of the feature-squeezed copies (``detectors.squeeze``), or
+            ``None`` when the engine did not compute them.
     """
 
     logits: np.ndarray
@@ -41,6 +43,7 @@ class ViewInputs:
     csm: np.ndarray
     classes: np.ndarray
     penultimate: np.ndarray | None = None
+    squeezed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.logits)
@@ -81,6 +84,7 @@ class View(Detector):
     name: ClassVar[str]
     title: ClassVar[str]
     needs_penultimate: ClassVar[bool] = False
+    needs_squeezed: ClassVar[bool] = False  # the engine's squeezed logits (EngineOptions.squeeze)
 
     def __init__(self) -> None:
         self._fitted = False
@@ -117,6 +121,11 @@ class View(Detector):
                 f"the {self.name!r} view needs penultimate features, which this model does not "
                 "expose (embed(x) and a linear head; see models/penultimate.py); fit without it: "
                 "gga fit MODEL --views ... leaving it out"
+            )
+        if self.needs_squeezed and z.squeezed is None:
+            raise ViewUnavailableError(
+                f"the {self.name!r} view needs the logits of squeezed inputs, which the engine "
+                "computes with EngineOptions(squeeze=True) (gga fit sets it when it fits the view)"
             )
 
     @abc.abstractmethod

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from detectors.squeeze import SQUEEZERS
 from detectors.views import ViewInputs
 
 NUM_CLASSES = 4
@@ -10,7 +11,8 @@ FEATURES = 16
 
 def view_inputs(n: int, shifted: bool, seed: int) -> ViewInputs:
     """``n`` inputs: clean ones are confident, near their class's features and CSM pattern;
-    shifted ones are unconfident, far from every class, and their CSM and GGA features moved."""
+    shifted ones are unconfident, far from every class, their CSM and GGA features moved, and
+    squeezing moves their logits much more than a clean input's."""
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(99).normal(0, 3, (NUM_CLASSES, FEATURES))
     predicted = rng.integers(NUM_CLASSES, size=n)
@@ -30,6 +32,8 @@ def view_inputs(n: int, shifted: bool, seed: int) -> ViewInputs:
     csm[:, np.arange(NUM_CLASSES), np.arange(NUM_CLASSES)] = 1.0
     gga = rng.normal(2.0 if shifted else 0.0, 1.0, (n, 10))
     classes = np.tile(np.arange(NUM_CLASSES), (n, 1))
+    wobble = 2.0 if shifted else 0.1
+    squeezed = logits[:, None, :] + rng.normal(0, wobble, (n, len(SQUEEZERS), NUM_CLASSES))
     return ViewInputs(
         logits=logits,
         predicted=predicted.astype(np.int64),
@@ -37,4 +41,5 @@ def view_inputs(n: int, shifted: bool, seed: int) -> ViewInputs:
         csm=csm.astype(np.float32),
         classes=classes,
         penultimate=features.astype(np.float32),
+        squeezed=squeezed,
     )
