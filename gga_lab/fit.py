@@ -451,21 +451,22 @@ def fit_trust_scorer(
 
 
 def _view_names(model: nn.Module, model_name: str, config: FitConfig) -> tuple[str, ...]:
-    """The views to fit: ``config.views``, else every view the model can serve.
+    """The views to fit: ``config.views``, else every default view the model can serve.
 
     Raises:
         ViewUnavailableError: ``config.views`` names a view the model cannot serve.
     """
     served = available_views(has_penultimate(model))
     if config.views is None:
-        if len(served) < len(VIEWS):
+        default = available_views(has_penultimate(model), default_only=True)
+        if len(served) < len(available_views(True)):
             logger.warning(
                 "%s exposes no penultimate features (models/penultimate.py): fitting without "
                 "the views that need them (%s)",
                 model_name,
                 ", ".join(v for v in VIEWS if v not in served),
             )
-        return served
+        return default
     missing = [v for v in config.views if v not in served]
     if missing:
         raise ViewUnavailableError(

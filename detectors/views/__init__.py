@@ -25,9 +25,19 @@ VIEWS: dict[str, type[View]] = {
 }
 
 
-def available_views(has_penultimate: bool) -> tuple[str, ...]:
-    """The names of the views a model can serve: all, or those that need no features."""
-    return tuple(n for n, cls in VIEWS.items() if has_penultimate or not cls.needs_penultimate)
+def available_views(has_penultimate: bool, default_only: bool = False) -> tuple[str, ...]:
+    """The names of the views a model can serve: all, or those that need no features.
+
+    Args:
+        has_penultimate: whether the model exposes penultimate features.
+        default_only: only the views ``gga fit`` fits when no ``--views`` are given.
+    """
+    return tuple(
+        n
+        for n, cls in VIEWS.items()
+        if (has_penultimate or not cls.needs_penultimate)
+        and (cls.fitted_by_default or not default_only)
+    )
 
 
 __all__ = ["VIEWS", "View", "ViewInputs", "ViewUnavailableError", "available_views"]

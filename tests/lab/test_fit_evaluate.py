@@ -365,3 +365,26 @@ def test_cli_evaluate_held_out_needs_a_recipe(fitted_zoo_copy, shared_data_dir, 
     args = ["evaluate", name, "--split", "held-out", "--n", "40", "--kinds", "noise"]
     assert main([*args, "--repo", str(repo), "--data-dir", str(shared_data_dir)]) == 2
     assert "use --split test" in capsys.readouterr().err
+
+
+def test_the_squeeze_view_is_fitted_on_request_and_served(tiny_mnist) -> None:
+    from detectors.pipeline import GGAPipeline
+    from detectors.views import available_views
+
+    assert "squeeze" not in available_views(True, default_only=True)  # not by default yet
+    t = tiny_mnist
+    held_out = torch.arange(len(t.x_train) - 300, len(t.x_train))
+    scorer = fit_trust_scorer(
+        t.model,
+        t.x_train,
+        t.y_train,
+        model_name="tiny",
+        weights_sha256="0" * 64,
+        config=FitConfig(**SMALL, views=("gga-csm", "msp", "squeeze"), fusion="fisher"),
+        dataset="mnist",
+        held_out=held_out,
+        progress=False,
+    )
+    assert scorer.engine_options["squeeze"] is True and "squeeze" in scorer.view_names
+    out = GGAPipeline(t.model, scorer)(t.x_test[:16])
+    assert out.views["squeeze"].shape == (16,) and np.isfinite(out.trust).all()
