@@ -90,3 +90,22 @@ def test_choice_needs_two_kinds():
     with pytest.raises(ValueError, match="20 clean"):
         choose_fusion(("gga-csm",), {"gga-csm": np.random.rand(5)}, {"a": p, "b": p})
     assert Method("fisher", "subset").name == "fisher-subset"
+
+
+def test_the_worst_criterion_scores_a_method_by_its_worst_left_out_kind():
+    from gga_lab.selection import _Criterion
+
+    worst, mean = _Criterion("worst"), _Criterion("tnr")
+    assert mean.aggregate([1.0, 0.35]) == pytest.approx(0.675)
+    assert worst.aggregate([1.0, 0.35]) == pytest.approx(0.35 + 0.000675)
+    # Equal worst kinds: the better mean wins, by a margin no real difference in worst can hide.
+    assert worst.aggregate([0.0, 1.0]) > worst.aggregate([0.0, 0.2])
+    assert worst.aggregate([0.01, 0.0]) < worst.aggregate([0.02, 0.0])
+
+    views, clean, untrusted = _one_view_or_all_a_little(np.random.default_rng(0))
+    methods = (Method("fisher"), Method("tippett"), Method("cauchy"))
+    choice = choose_fusion(views, clean, untrusted, methods=methods, criterion="worst")
+    by_mean = choose_fusion(views, clean, untrusted, methods=methods, criterion="tnr")
+    assert choice.per_kind == by_mean.per_kind  # the same shares flagged at alpha
+    best = max(choice.per_kind, key=lambda m: worst.aggregate(list(choice.per_kind[m].values())))
+    assert choice.method == best and choice.to_dict()["criterion_name"] == "worst"
