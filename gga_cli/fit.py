@@ -56,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=tuple(CRITERIA),
         default="auroc",
         help="what the choice of fusion and rescaling maximises over the left-out kinds: their "
-        "mean AUROC (auroc, the default) or the mean share flagged at --alpha (tnr, the "
-        "threshold where the service works; docs/detectors.md)",
+        "mean AUROC (auroc, the default), the mean share flagged at --alpha (tnr, the "
+        "threshold where the service works) or the share flagged on the worst kind (worst); "
+        "docs/detectors.md",
     )
     p.add_argument(
         "--view-tail",
