@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     group = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     _register_false_alarms(group)
+    _register_fusion(group)
+    _register_feature_probe(group)
     _register_results(group)
 
 
@@ -44,6 +46,71 @@ def _run_false_alarms(args: argparse.Namespace) -> int:
     from gga_lab.analysis.false_alarms import report
 
     report(args.models, args.repo, args.data_dir, args.batch, args.n_trained, args.out)
+    return 0
+
+
+def _register_fusion(group: argparse._SubParsersAction) -> None:
+    p = group.add_parser(
+        "fusion",
+        help="compare fusion rules and view p-value tails on the scores one evaluation saved",
+        description="Reads a detector.json and the scores.npz of `gga evaluate --save-scores` "
+        "and prints, per rule and view tail, the pooled AUROC and the TNR per kind beside each "
+        "view, and what the per-kind floor costs in false alarms. Runs no model: seconds. "
+        "Analysis on the evaluation's inputs: it chooses nothing.",
+    )
+    p.add_argument("model_dir", type=Path, help="folder holding detector.json")
+    p.add_argument("scores", type=Path, help="scores.npz from gga evaluate --save-scores")
+    p.add_argument("--json", type=Path, help="also write the table here")
+    p.add_argument(
+        "--subset",
+        action="append",
+        default=[],
+        metavar="VIEW+VIEW",
+        help="also fuse only these views, with each rule (repeatable)",
+    )
+    p.add_argument("--median-p", action="store_true", help="print each view's median p-value")
+    p.add_argument(
+        "--below",
+        type=float,
+        action="append",
+        default=[],
+        metavar="P",
+        help="print the share of each view's p-values below P per kind (repeatable); with "
+        "the shipped Tippett fusion, also the view p-value its flag at alpha amounts to",
+    )
+    p.set_defaults(func=_run_fusion)
+
+
+def _run_fusion(args: argparse.Namespace) -> int:
+    from gga_lab.analysis.fusion_offline import report
+
+    report(args.model_dir, args.scores, args.json, args.subset, args.median_p, args.below)
+    return 0
+
+
+def _register_feature_probe(group: argparse._SubParsersAction) -> None:
+    p = group.add_parser(
+        "feature-probe",
+        help="how much the ten GGA features and the whole CSM say about each kind of input",
+        description="Clean test inputs against full PGD, PGD stopped at success and noise "
+        "images: per kind the best single feature, a logistic regression and gradient-boosted "
+        "trees on the features and on the whole CSM (cross-validated), and per-class Gaussians "
+        "on the CSM, with and without the logit rescaling.",
+    )
+    p.add_argument("model", help="model name")
+    p.add_argument("--repo", help="model repository folder (default: the shipped zoo)")
+    p.add_argument("--data-dir", help="data sets folder (default: $GGA_DATA_DIR)")
+    p.add_argument("--n", type=int, default=200, help="clean test inputs (default 200)")
+    p.add_argument("--eps", type=float, help="l_inf budget (default 0.3 MNIST, 0.1 else)")
+    p.add_argument("--steps", type=int, default=70, help="PGD steps (the paper's 70)")
+    p.add_argument("--out", type=Path, help="also write the printed figures to this file")
+    p.set_defaults(func=_run_feature_probe)
+
+
+def _run_feature_probe(args: argparse.Namespace) -> int:
+    from gga_lab.analysis.feature_probe import probe_model
+
+    probe_model(args.model, args.data_dir, args.n, args.eps, args.steps, args.out, args.repo)
     return 0
 
 

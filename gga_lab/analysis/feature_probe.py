@@ -18,11 +18,10 @@ Both with and without the reference code's logit rescaling. It also
 prints each kind's logits (median top logit, median mean of the others, and how often the
 largest |z_j|, the rescaling's divisor, belongs to another class than the predicted one).
 
-    python gga_lab/analysis/feature_probe.py mnist-lenet-low --data-dir ../shared/data \
+    gga lab feature-probe mnist-lenet-low --data-dir ../shared/data \
         --n 1000 --out docs/results/mnist-lenet-low/feature_probe.txt
 """
 
-import argparse
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -132,76 +131,101 @@ def logit_summary(logits: torch.Tensor) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--n", type=int, default=200, help="clean test inputs")
-    parser.add_argument("--eps", type=float, help="l_inf budget (default 0.3 MNIST, 0.1 else)")
-    parser.add_argument("--steps", type=int, default=70, help="PGD steps (the paper's 70)")
-    parser.add_argument("--out", help="also write the printed figures to this file")
-    args = parser.parse_args()
+def probe_model(
+    model: str,
+    data_dir: str | None = None,
+    n: int = 200,
+    eps: float | None = None,
+    steps: int = 70,
+    out: Path | None = None,
+    repo: str | None = None,
+) -> None:
+    """Print the module docstring's figures for ``model``, line by line; also write them to
+    ``out``."""
     torch.manual_seed(0)
-    loaded = ModelRepository().load(args.model)
-    data = load_dataset(loaded.card.dataset, "test", data_dir=args.data_dir, limit=args.n)
+    loaded = ModelRepository(repo).load(model)
+    data = load_dataset(loaded.card.dataset, "test", data_dir=data_dir, limit=n)
     x, y = data.float(), data.y
     with torch.no_grad():
         correct = loaded.module(x).argmax(1) == y
-    train = load_dataset(loaded.card.dataset, "train", data_dir=args.data_dir, limit=5000)
-    train_x, train_y = train.float(), train.y
-    eps = args.eps or (0.3 if loaded.card.dataset == "mnist" else 0.1)
+    train = load_dataset(loaded.card.dataset, "train", data_dir=data_dir, limit=5000)
+    eps = eps or (0.3 if loaded.card.dataset == "mnist" else 0.1)
+    kinds = _untrusted_kinds(loaded.module, x, y, correct, eps, steps)
+    report = Report()
+    report.write(
+        f"{model}: {int(correct.sum())} clean inputs; PGD l_inf eps {eps}, {steps} steps\n"
+    )
+    with torch.no_grad():
+        for label, inputs in {"clean": x[correct], **kinds}.items():
+            report.write(f"  logits, {label:24s} {logit_summary(loaded.module(inputs))}\n")
+    for rescale in (True, False):
+        _probe_engine(loaded.module, rescale, x[correct], (train.float(), train.y), kinds, report)
+    if out:
+        report.save(out)
+
+
+def _untrusted_kinds(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    correct: torch.Tensor,
+    eps: float,
+    steps: int,
+) -> dict[str, torch.Tensor]:
+    """Full PGD, PGD stopped at success (both on correctly classified inputs), noise images."""
     kinds = {}
     for label, early_stop in (("PGD, all steps", False), ("PGD, stopped at success", True)):
-        result = PGD(loaded.module, eps=eps, steps=args.steps, seed=0, early_stop=early_stop)(x, y)
+        result = PGD(model, eps=eps, steps=steps, seed=0, early_stop=early_stop)(x, y)
         kinds[label] = result.x_adv[result.success & correct]
     generator = torch.Generator().manual_seed(0)
     kinds["uniform noise images"] = torch.rand(
         int(correct.sum()), *x.shape[1:], generator=generator
     )
-    out = Report()
+    return kinds
+
+
+def _probe_engine(
+    model: torch.nn.Module,
+    rescale: bool,
+    clean_x: torch.Tensor,
+    train: tuple[torch.Tensor, torch.Tensor],
+    kinds: dict[str, torch.Tensor],
+    out: "Report",
+) -> None:
+    """One engine setting's separability figures per kind."""
+    engine = GradientEngine(model, EngineOptions(rescale_logits=rescale))
+    clean_result = probe(engine, clean_x)
+    clean = clean_result.features
+    clean_csm = csm_entries(clean_result.csm, clean_result.predicted)
+    fitted = probe(engine, train[0])
+    correct_train = fitted.predicted == train[1]
+    gaussians = ClassGaussians(fitted.csm[correct_train], fitted.predicted[correct_train])
     out.write(
-        f"{args.model}: {int(correct.sum())} clean inputs; "
-        f"PGD l_inf eps {eps}, {args.steps} steps\n"
+        f"rescale={rescale}: clean S1 mean {clean[:, 0].mean():+.3f}, "
+        f"S2 mean {clean[:, 5].mean():+.3f}\n"
     )
-    with torch.no_grad():
-        for label, inputs in {"clean": x[correct], **kinds}.items():
-            out.write(f"  logits, {label:24s} {logit_summary(loaded.module(inputs))}\n")
-    for rescale in (True, False):
-        engine = GradientEngine(loaded.module, EngineOptions(rescale_logits=rescale))
-        clean_result = probe(engine, x[correct])
-        clean = clean_result.features
-        clean_csm = csm_entries(clean_result.csm, clean_result.predicted)
-        fitted = probe(engine, train_x)
-        correct_train = fitted.predicted == train_y
-        gaussians = ClassGaussians(fitted.csm[correct_train], fitted.predicted[correct_train])
-        out.write(
-            f"rescale={rescale}: clean S1 mean {clean[:, 0].mean():+.3f}, "
-            f"S2 mean {clean[:, 5].mean():+.3f}\n"
+    for label, inputs in kinds.items():
+        result = probe(engine, inputs)
+        other = result.features
+        name, single, logistic = separability(clean, other)
+        boosted_auroc, boosted_tnr = boosted_bound(clean, other)
+        csm_auroc, csm_tnr = boosted_bound(clean_csm, csm_entries(result.csm, result.predicted))
+        gauss_auroc, gauss_tnr = gaussians.auroc_and_tnr(
+            (clean_result.csm, clean_result.predicted), (result.csm, result.predicted)
         )
-        for label, inputs in kinds.items():
-            result = probe(engine, inputs)
-            other = result.features
-            name, single, logistic = separability(clean, other)
-            boosted_auroc, boosted_tnr = boosted_bound(clean, other)
-            csm_auroc, csm_tnr = boosted_bound(clean_csm, csm_entries(result.csm, result.predicted))
-            gauss_auroc, gauss_tnr = gaussians.auroc_and_tnr(
-                (clean_result.csm, clean_result.predicted), (result.csm, result.predicted)
-            )
-            class_auroc, class_tnr = boosted_bound(
-                one_hot(clean_result.predicted, clean_result.csm.shape[1]),
-                one_hot(result.predicted, result.csm.shape[1]),
-            )
-            out.write(
-                f"  {label:24s} n={len(other):3d}  S1 mean {other[:, 0].mean():+.3f}  "
-                f"S2 mean {other[:, 5].mean():+.3f}  best feature {name} {single:.2f}  "
-                f"logistic (5-fold) {logistic:.2f}  boosted {boosted_auroc:.2f} "
-                f"(TNR@95 {100 * boosted_tnr:.0f}%)  whole CSM boosted {csm_auroc:.2f} "
-                f"(TNR@95 {100 * csm_tnr:.0f}%)  predicted class alone {class_auroc:.2f} "
-                f"(TNR@95 {100 * class_tnr:.0f}%)  unsupervised whole-CSM Gaussians "
-                f"{gauss_auroc:.2f} (TNR@95 {100 * gauss_tnr:.0f}%)\n"
-            )
-    if args.out:
-        out.save(args.out)
+        class_auroc, class_tnr = boosted_bound(
+            one_hot(clean_result.predicted, clean_result.csm.shape[1]),
+            one_hot(result.predicted, result.csm.shape[1]),
+        )
+        out.write(
+            f"  {label:24s} n={len(other):3d}  S1 mean {other[:, 0].mean():+.3f}  "
+            f"S2 mean {other[:, 5].mean():+.3f}  best feature {name} {single:.2f}  "
+            f"logistic (5-fold) {logistic:.2f}  boosted {boosted_auroc:.2f} "
+            f"(TNR@95 {100 * boosted_tnr:.0f}%)  whole CSM boosted {csm_auroc:.2f} "
+            f"(TNR@95 {100 * csm_tnr:.0f}%)  predicted class alone {class_auroc:.2f} "
+            f"(TNR@95 {100 * class_tnr:.0f}%)  unsupervised whole-CSM Gaussians "
+            f"{gauss_auroc:.2f} (TNR@95 {100 * gauss_tnr:.0f}%)\n"
+        )
 
 
 class Report:
@@ -218,7 +242,3 @@ class Report:
     def save(self, path: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text("".join(self.lines))
-
-
-if __name__ == "__main__":
-    main()

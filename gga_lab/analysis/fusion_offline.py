@@ -23,13 +23,12 @@ This is analysis on the evaluation's inputs (the test set, unless the evaluation
 ``gga fit`` chooses on held-out training images.
 
     gga evaluate fashion-mnist-cnn --save-scores --out-dir eval/fashion-mnist-cnn
-    python -m gga_lab.analysis.fusion_offline models/zoo/fashion-mnist-cnn \
-        eval/fashion-mnist-cnn/scores.npz
+    gga lab fusion models/zoo/fashion-mnist-cnn eval/fashion-mnist-cnn/scores.npz
 """
 
-import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from detectors.fusion import FUSIONS
 from detectors.trust import TrustScorer
 from gga_lab.evaluate import TABLE_KINDS, view_row
 from gga_lab.metrics import auroc, tnr_at_tpr
+from models.errors import GGAUserError
 
 
 def load_scores(path: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -99,41 +99,73 @@ def flag_threshold(calibrator: ConformalCalibrator, alpha: float) -> float | Non
     return float(flagged.min()) if len(flagged) else None
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model_dir", type=Path, help="folder holding detector.json")
-    p.add_argument("scores", type=Path, help="scores.npz from gga evaluate --save-scores")
-    p.add_argument("--json", type=Path, help="also write the table here")
-    p.add_argument(
-        "--subset",
-        action="append",
-        default=[],
-        metavar="VIEW+VIEW",
-        help="also fuse only these views, with each rule (repeatable)",
-    )
-    p.add_argument("--median-p", action="store_true", help="print each view's median p-value")
-    p.add_argument(
-        "--below",
-        type=float,
-        action="append",
-        default=[],
-        metavar="P",
-        help="print the share of each view's p-values below P per kind (repeatable); with "
-        "the shipped Tippett fusion, also the view p-value its flag at alpha amounts to",
-    )
-    args = p.parse_args()
+def report(
+    model_dir: Path,
+    scores: Path,
+    json_out: Path | None = None,
+    subsets: Sequence[str] = (),
+    median_p: bool = False,
+    below: Sequence[float] = (),
+) -> dict[str, dict[str, float]]:
+    """Print every table of the module docstring; write the rows and floor budget to ``json_out``.
 
-    scorer = TrustScorer.load(args.model_dir, None)
-    raw = load_scores(args.scores)
+    Args:
+        model_dir: the folder holding the detector.json the evaluation scored.
+        scores: that evaluation's scores.npz.
+        json_out: where to write the table as JSON.
+        subsets: ``"view+view"`` names: each rule over those views only, too.
+        median_p: also print each view's median p-value per kind.
+        below: also print the share of each view's p-values under each level.
+
+    Returns:
+        The rows: per detector or rule, pooled AUROC and TNR per kind (percent).
+    """
+    scorer = TrustScorer.load(model_dir, None)
+    raw = load_scores(scores)
     views = [v for v in scorer.views if view_row(v) in raw]
     kinds = list(raw[view_row(views[0])])
-    subsets = [tuple(s.split("+")) for s in args.subset]
-    for subset in subsets:
+    chosen = [tuple(s.split("+")) for s in subsets]
+    for subset in chosen:
         unknown = sorted(set(subset) - set(views))
         if unknown:
-            p.error(f"--subset names views {unknown} not in this detector; it has {views}")
-    rows: dict[str, dict[str, float]] = {}
-    rows["shipped trust score"] = measure(raw["trust score"])
+            raise GGAUserError(
+                f"--subset names views {unknown} not in this detector; it has {views}"
+            )
+    rows = compare_rules(scorer, raw, views, kinds, chosen)
+    shown = [k for k in kinds if k != "clean"]
+    width = max(len(r) for r in rows)
+    _print_rows(rows, views, shown, width)
+    if median_p:
+        _print_median_p(scorer, raw, views, kinds, width)
+    _print_below(scorer, raw, views, kinds, below, width)
+    per_kind, need, union = floor_budget({v: raw[view_row(v)] for v in views}, shown)
+    sys.stdout.write("\nper-kind floor: the best view per kind, and the clean share it must flag\n")
+    for kind, (view, top, share) in per_kind.items():
+        sys.stdout.write(
+            f"  {kind:14} {view:12} TNR {100 * top:5.1f} at 5%, needs {100 * share:.2f}%\n"
+        )
+    shares = ", ".join(f"{v} {100 * s:.2f}%" for v, s in need.items())
+    sys.stdout.write(f"  together ({shares}) they flag {100 * union:.1f}% of clean inputs\n")
+    if json_out:
+        budget = {
+            "per_kind": {k: list(v) for k, v in per_kind.items()},
+            "per_view": need,
+            "union_false_alarms": union,
+        }
+        json_out.write_text(json.dumps({"rows": rows, "floor_budget": budget}, indent=1) + "\n")
+    return rows
+
+
+def compare_rules(
+    scorer: TrustScorer,
+    raw: dict[str, dict[str, np.ndarray]],
+    views: list[str],
+    kinds: list[str],
+    subsets: list[tuple[str, ...]],
+) -> dict[str, dict[str, float]]:
+    """The shipped score, each view, and each fixed rule (over all views and each subset) per
+    view tail; warns when the shipped fusion recomputed here misses the evaluation's own score."""
+    rows: dict[str, dict[str, float]] = {"shipped trust score": measure(raw["trust score"])}
     for name in views:
         rows[f"view {name}"] = measure(raw[view_row(name)])
     for tail in TAILS:
@@ -155,9 +187,8 @@ def main() -> None:
             rows[f"{label} (tail {tail})"] = measure(
                 {k: fusion.statistic(p[:, cols]) for k, p in p_values.items()}
             )
-
     # The shipped fusion recomputed from the saved view scores must give back the evaluation's
-    # own trust score: a check that this script scores inputs as the service does.
+    # own trust score: a check that this analysis scores inputs as the service does.
     tail = next(iter(scorer.view_calibrators.values())).tail if scorer.view_calibrators else ""
     recomputed = rows.get(f"shipped {scorer.fusion.kind} (tail {tail})")
     shipped = rows["shipped trust score"]["pooled"]
@@ -167,9 +198,13 @@ def main() -> None:
             f"{recomputed['pooled']:.2f}, the evaluation {shipped:.2f}; was scores.npz written "
             "by an older gga evaluate (float32 scores)?\n"
         )
-    shown = [k for k in kinds if k != "clean"]
+    return rows
+
+
+def _print_rows(
+    rows: dict[str, dict[str, float]], views: list[str], shown: list[str], width: int
+) -> None:
     best = {k: max(rows[f"view {v}"][k] for v in views) for k in shown}
-    width = max(len(r) for r in rows)
     sys.stdout.write(f"{'':{width}}  pooled  " + "  ".join(f"{k[:9]:>9}" for k in shown))
     sys.stdout.write("  worst gap\n")
     for name, m in rows.items():
@@ -177,49 +212,38 @@ def main() -> None:
         cells = "  ".join(f"{m[k]:9.1f}" for k in shown)
         sys.stdout.write(f"{name:{width}}  {m['pooled']:6.1f}  {cells}  {gap:9.1f}\n")
 
-    if args.median_p:
-        sys.stdout.write("\nmedian p-value per view and kind (view calibration, tail none)\n")
-        sys.stdout.write(f"{'':{width}}  " + "  ".join(f"{k[:9]:>9}" for k in kinds) + "\n")
-        for v in views:
-            cal = ConformalCalibrator(scorer.view_calibrators[v].sorted_scores)
-            cells = "  ".join(f"{np.median(cal.trust(raw[view_row(v)][k])):9.3f}" for k in kinds)
-            sys.stdout.write(f"{'view ' + v:{width}}  {cells}\n")
 
+def _print_median_p(
+    scorer: TrustScorer, raw: dict, views: list[str], kinds: list[str], width: int
+) -> None:
+    sys.stdout.write("\nmedian p-value per view and kind (view calibration, tail none)\n")
+    sys.stdout.write(f"{'':{width}}  " + "  ".join(f"{k[:9]:>9}" for k in kinds) + "\n")
+    for v in views:
+        cal = ConformalCalibrator(scorer.view_calibrators[v].sorted_scores)
+        cells = "  ".join(f"{np.median(cal.trust(raw[view_row(v)][k])):9.3f}" for k in kinds)
+        sys.stdout.write(f"{'view ' + v:{width}}  {cells}\n")
+
+
+def _print_below(
+    scorer: TrustScorer,
+    raw: dict,
+    views: list[str],
+    kinds: list[str],
+    levels: Sequence[float],
+    width: int,
+) -> None:
     cut = flag_threshold(scorer.calibrator, scorer.alpha)
-    if scorer.fusion.kind == "tippett" and args.below and cut is not None:
+    if scorer.fusion.kind == "tippett" and levels and cut is not None:
         # Tippett's statistic is -log of the smallest view p-value, so the fused flag is a cut
         # on that p-value.
         sys.stdout.write(
             f"\nthe shipped tippett flags (alpha {scorer.alpha}) where the smallest view "
             f"p-value is below {np.exp(-cut):.4f}\n"
         )
-    for level in args.below:
+    for level in levels:
         sys.stdout.write(f"\nshare of each view's p-values below {level} (view calibration)\n")
         sys.stdout.write(f"{'':{width}}  " + "  ".join(f"{k[:9]:>9}" for k in kinds) + "\n")
         for v in views:
             view_p = {k: scorer.view_calibrators[v].trust(raw[view_row(v)][k]) for k in kinds}
             cells = "  ".join(f"{np.mean(view_p[k] < level):9.3f}" for k in kinds)
             sys.stdout.write(f"{'view ' + v:{width}}  {cells}\n")
-
-    per_kind, need, union = floor_budget({v: raw[view_row(v)] for v in views}, shown)
-    sys.stdout.write("\nper-kind floor: the best view per kind, and the clean share it must flag\n")
-    for kind, (view, top, share) in per_kind.items():
-        sys.stdout.write(
-            f"  {kind:14} {view:12} TNR {100 * top:5.1f} at 5%, needs {100 * share:.2f}%\n"
-        )
-    shares = ", ".join(f"{v} {100 * s:.2f}%" for v, s in need.items())
-    sys.stdout.write(f"  together ({shares}) they flag {100 * union:.1f}% of clean inputs\n")
-    if args.json:
-        rows_out = {
-            "rows": rows,
-            "floor_budget": {
-                "per_kind": {k: list(v) for k, v in per_kind.items()},
-                "per_view": need,
-                "union_false_alarms": union,
-            },
-        }
-        args.json.write_text(json.dumps(rows_out, indent=1) + "\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -206,7 +206,7 @@ def zoo_copy(tmp_path):
     return tmp_path / "repo", name
 
 
-def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys, monkeypatch) -> None:
+def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> None:
     repo, name = zoo_copy
     common = ["--repo", str(repo), "--data-dir", str(shared_data_dir)]
     assert main(["evaluate", name, *common]) == 2
@@ -274,8 +274,7 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys, monke
     assert again["pooled"] == pytest.approx(100 * results["pooled"][TRUST]["AUROC"], abs=0.01)
     argv = [str(repo / name), str(out / "scores.npz"), "--json", str(tmp_path / "offline.json")]
     argv += ["--subset", "gga-csm+knn", "--median-p"]
-    monkeypatch.setattr("sys.argv", ["fusion_offline.py", *argv])
-    fusion_offline.main()
+    assert main(["lab", "fusion", *argv]) == 0
     printed = capsys.readouterr()
     assert "fisher (tail exponential)" in printed.out and "per-kind floor" in printed.out
     # Clean test inputs (the first column) sit mid-calibration, median p near 0.5, in every view.
@@ -294,9 +293,7 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys, monke
     assert {"fisher gga-csm+knn (tail none)", "tippett gga-csm+knn (tail none)"} <= set(
         offline["rows"]
     )
-    monkeypatch.setattr("sys.argv", ["fusion_offline.py", *argv[:2], "--subset", "gga-csm+nope"])
-    with pytest.raises(SystemExit):
-        fusion_offline.main()
+    assert main(["lab", "fusion", *argv[:2], "--subset", "gga-csm+nope"]) == 2
     assert "['nope'] not in this detector" in capsys.readouterr().err
     assert set(offline["floor_budget"]["per_kind"]) == {"pgd_linf", "noise"}
     assert 0.0 <= offline["floor_budget"]["union_false_alarms"] <= 0.10
