@@ -41,11 +41,14 @@ def _predict(url: str, png: bytes) -> dict:
     return r.json()["predictions"][0]
 
 
-async def _burst(url: str, pngs: list[bytes], timeout: float = 60.0) -> list[httpx.Response]:
+async def _burst(
+    url: str, pngs: list[bytes], timeout: float = 60.0, return_exceptions: bool = False
+) -> list:
     limits = httpx.Limits(max_connections=len(pngs), max_keepalive_connections=len(pngs))
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         return await asyncio.gather(
-            *(client.post(PREDICT, files={"file": ("x.png", p, "image/png")}) for p in pngs)
+            *(client.post(PREDICT, files={"file": ("x.png", p, "image/png")}) for p in pngs),
+            return_exceptions=return_exceptions,
         )
 
 
@@ -250,14 +253,22 @@ def test_sigterm_drains_restart_keeps_ids_kill9_loses_nothing(
     kept = [_predict(first.url, p) for p in fmnist_pngs[:3]]
 
     async def burst_then_sigterm() -> list:
-        pending = asyncio.ensure_future(_burst(first.url, fmnist_pngs[:8]))
+        pending = asyncio.ensure_future(_burst(first.url, fmnist_pngs[:8], return_exceptions=True))
         await asyncio.sleep(0.05)
         first.process.send_signal(signal.SIGTERM)
         return await pending
 
     drained = asyncio.run(burst_then_sigterm())
     assert first.process.wait(60) == 0, first.log.read_text()[-2000:]
-    answered = [r.json()["predictions"][0] for r in drained if r.status_code == 200]
+    # A request the server had read is answered; one still unread in its socket when SIGTERM
+    # came is closed unanswered (uvicorn drains requests, not bytes it has not parsed), which
+    # on a loaded machine happens to some of the eight: never acknowledged, so nothing is lost.
+    unanswered = [r for r in drained if isinstance(r, Exception)]
+    assert all(isinstance(e, httpx.TransportError) for e in unanswered), unanswered
+    responses = [r for r in drained if not isinstance(r, Exception)]
+    assert {r.status_code for r in responses} <= {200, 503}
+    answered = [r.json()["predictions"][0] for r in responses if r.status_code == 200]
+    assert answered, "no request of the burst was drained"
 
     second = LiveServer(model_repo, url, tmp_path).start()
     for pred in kept + answered:
