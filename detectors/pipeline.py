@@ -19,9 +19,10 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from detectors.collect import view_inputs
-from detectors.engine import EngineOptions, GradientEngine
+from detectors.engine import EngineOptions, EngineOutput, GradientEngine
 from detectors.persistence import DetectorFileError
-from detectors.trust import TrustScorer
+from detectors.trust import TrustResult, TrustScorer
+from detectors.views.base import ViewInputs
 from models.penultimate import has_penultimate
 
 # Options that change the features (and so must match the fit); others, like the backward
@@ -125,6 +126,23 @@ class PipelineOutput:
         )
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One batch through the pipeline, step by step (``GGAPipeline.scored``).
+
+    Attributes:
+        engine: the gradient engine's output (tensors).
+        inputs: what the views read of it (numpy).
+        result: the trust scorer's result; None for a pipeline without a scorer.
+        engine_seconds: the engine call's wall time.
+    """
+
+    engine: EngineOutput
+    inputs: ViewInputs
+    result: TrustResult | None
+    engine_seconds: float
+
+
 class GGAPipeline:
     """Model + gradient engine + trust scorer for one served model.
 
@@ -169,6 +187,19 @@ class GGAPipeline:
         """Run the engine once per batch size (choosing its backward strategy); returns them."""
         return self.engine.warmup(input_shape, batch_sizes)
 
+    def scored(self, x: Tensor) -> "Scored":
+        """The engine's output of a batch, what the views read of it, and the scorer's result.
+
+        The steps ``__call__`` serves; the evaluation reads them whole (the fused statistic, the
+        maps of its example figures).
+        """
+        start = time.perf_counter()
+        out = self.engine(x)
+        seconds = time.perf_counter() - start
+        inputs = view_inputs(out)
+        result = None if self.scorer is None else self.scorer.evaluate(inputs)
+        return Scored(out, inputs, result, seconds)
+
     def __call__(self, x: Tensor, *, saliency: bool = False) -> PipelineOutput:
         """Score a batch.
 
@@ -179,15 +210,12 @@ class GGAPipeline:
         Returns:
             The batch's ``PipelineOutput``.
         """
-        start = time.perf_counter()
-        out = self.engine(x)
-        seconds = time.perf_counter() - start
-        inputs = view_inputs(out)
-        if self.scorer is None:
+        scored = self.scored(x)
+        out, inputs, result = scored.engine, scored.inputs, scored.result
+        if result is None:
             n = len(inputs.predicted)
             trust, flagged, views = np.full(n, np.nan), np.zeros(n, dtype=bool), {}
         else:
-            result = self.scorer.evaluate(inputs)
             trust, flagged, views = result.trust, result.flagged, result.views
         # Each tensor leaves the device once: the views' inputs are the output's arrays.
         return PipelineOutput(
@@ -199,7 +227,7 @@ class GGAPipeline:
             csm=inputs.csm,
             classes=inputs.classes,
             saliency=(out.saliency.detach().cpu().numpy().astype(np.float32) if saliency else None),
-            engine_seconds=seconds,
+            engine_seconds=scored.engine_seconds,
             views=views,
         )
 

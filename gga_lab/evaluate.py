@@ -36,7 +36,6 @@ from tqdm import tqdm
 
 from attacks.base import TargetMode
 from detectors.base import Detector
-from detectors.collect import view_inputs
 from detectors.engine import EngineOutput
 from detectors.pipeline import GGAPipeline
 from detectors.trust import TrustScorer
@@ -432,11 +431,11 @@ class _TrustScores:
 def _score_with_pipeline(
     pipeline: GGAPipeline, x: Tensor, cfg: EvalConfig, desc: str, progress: bool
 ) -> _TrustScores:
-    """Score ``x`` through the served pipeline's engine and scorer, batch by batch.
+    """Score ``x`` through the served pipeline, batch by batch.
 
-    ``GGAPipeline.__call__`` returns each fused view's p-value but neither the fused statistic
-    (the ranking the tables use) nor the raw scores of every fitted view, so the evaluation
-    takes its engine and scorer and keeps the scorer's whole result.
+    ``GGAPipeline.scored`` gives the steps behind what the service returns: the fused statistic
+    (the ranking the tables use), and the inputs from which every fitted view's raw score is
+    read, fused or not.
     """
     scorer = pipeline.scorer
     assert scorer is not None  # evaluate_model builds the pipeline with the scorer
@@ -445,9 +444,8 @@ def _score_with_pipeline(
     flagged, example = [], {}
     starts = range(0, len(x), cfg.batch_size)
     for i in tqdm(starts, desc=f"trust {desc}", unit="batch", disable=not progress, leave=False):
-        out = pipeline.engine(x[i : i + cfg.batch_size])
-        inputs = view_inputs(out)
-        result = scorer.evaluate(inputs)
+        scored = pipeline.scored(x[i : i + cfg.batch_size])
+        out, inputs, result = scored.engine, scored.inputs, scored.result
         rows = {TRUST: result.score}
         rows.update({view_row(n): s for n, s in scorer.view_scores(inputs, names).items()})
         for name, s in rows.items():

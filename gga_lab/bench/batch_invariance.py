@@ -47,18 +47,7 @@ def pipeline_of(name: str) -> tuple[GGAPipeline, str]:
 
 def score_in_batches(pipeline: GGAPipeline, x: torch.Tensor, batch: int) -> PipelineOutput:
     """The pipeline over ``x`` in consecutive batches of ``batch`` images, concatenated."""
-    parts = [pipeline(x[i : i + batch]) for i in range(0, len(x), batch)]
-    return PipelineOutput(
-        probabilities=np.concatenate([p.probabilities for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
-        trust=np.concatenate([p.trust for p in parts]),
-        flagged=np.concatenate([p.flagged for p in parts]),
-        features=np.concatenate([p.features for p in parts]),
-        csm=np.concatenate([p.csm for p in parts]),
-        classes=np.concatenate([p.classes for p in parts]),
-        saliency=None,
-        engine_seconds=sum(p.engine_seconds for p in parts),
-    )
+    return PipelineOutput.concat([pipeline(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def differences(a: PipelineOutput, b: PipelineOutput) -> dict[str, float]:

@@ -26,6 +26,21 @@ from tests.helpers.models import TinyCNN, TinyLinear, seeded
 SMALL = {"n_fit": 400, "n_view_cal": 150, "n_tune": 150, "n_cal": 150, "pgd_steps": 10}
 
 
+def _fit_tiny(t, config: FitConfig):
+    """The tiny MNIST model's trust scorer, its last 300 training images held out."""
+    return fit_trust_scorer(
+        t.model,
+        t.x_train,
+        t.y_train,
+        model_name="tiny",
+        weights_sha256="0" * 64,
+        config=config,
+        dataset="mnist",
+        held_out=torch.arange(len(t.x_train) - 300, len(t.x_train)),
+        progress=False,
+    )
+
+
 def _all_parts(splits) -> list[int]:
     return [i for idx in splits.parts().values() for i in idx.tolist()]
 
@@ -71,18 +86,7 @@ def test_fit_then_evaluate_the_fused_score_beats_its_best_view(
     tiny_mnist, shared_data_dir, tmp_path
 ) -> None:
     t = tiny_mnist
-    held_out = torch.arange(len(t.x_train) - 300, len(t.x_train))
-    scorer = fit_trust_scorer(
-        t.model,
-        t.x_train,
-        t.y_train,
-        model_name="tiny",
-        weights_sha256="0" * 64,
-        config=FitConfig(**SMALL, strategy="vmap"),
-        dataset="mnist",
-        held_out=held_out,
-        progress=False,
-    )
+    scorer = _fit_tiny(t, FitConfig(**SMALL, strategy="vmap"))
     p = scorer.provenance
     assert p["calibration_inputs"] == HELD_OUT and p["n_cal"] > 100
     assert set(p["choices"]["fusion"]["scores"]) >= {"fisher", "cauchy", "logistic"}
@@ -133,17 +137,7 @@ def test_the_fusion_learns_only_from_training_images_of_the_tune_part(tiny_mnist
     t = tiny_mnist
     held_out = torch.arange(len(t.x_train) - 300, len(t.x_train))
     config = FitConfig(**SMALL, strategy="vmap", rescale="on", fusion="logistic")
-    scorer = fit_trust_scorer(
-        t.model,
-        t.x_train,
-        t.y_train,
-        model_name="tiny",
-        weights_sha256="0" * 64,
-        config=config,
-        dataset="mnist",
-        held_out=held_out,
-        progress=False,
-    )
+    scorer = _fit_tiny(t, config)
     parts = scorer.provenance["parts"]
     splits = fit_splits(len(t.x_train), held_out, config)
     for name, idx in splits.parts().items():
@@ -370,18 +364,7 @@ def test_the_squeeze_view_is_fitted_on_request_and_served(tiny_mnist) -> None:
 
     assert "squeeze" not in available_views(True, default_only=True)  # not by default yet
     t = tiny_mnist
-    held_out = torch.arange(len(t.x_train) - 300, len(t.x_train))
-    scorer = fit_trust_scorer(
-        t.model,
-        t.x_train,
-        t.y_train,
-        model_name="tiny",
-        weights_sha256="0" * 64,
-        config=FitConfig(**SMALL, views=("gga-csm", "msp", "squeeze"), fusion="fisher"),
-        dataset="mnist",
-        held_out=held_out,
-        progress=False,
-    )
+    scorer = _fit_tiny(t, FitConfig(**SMALL, views=("gga-csm", "msp", "squeeze"), fusion="fisher"))
     assert scorer.engine_options["squeeze"] is True and "squeeze" in scorer.view_names
     out = GGAPipeline(t.model, scorer)(t.x_test[:16])
     assert out.views["squeeze"].shape == (16,) and np.isfinite(out.trust).all()
