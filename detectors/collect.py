@@ -21,4 +21,5 @@ def view_inputs(out: EngineOutput) -> ViewInputs:
         classes=np_(out.classes).astype(np.int64),
         penultimate=None if out.penultimate is None else np_(out.penultimate).astype(np.float32),
         squeezed=None if out.squeezed is None else np_(out.squeezed).astype(np.float64),
+        blocks=None if out.blocks is None else tuple(np_(b).astype(np.float32) for b in out.blocks),
     )

@@ -31,6 +31,7 @@ from detectors.features import gga_features
 from detectors.saliency import to_maps
 from detectors.squeeze import squeezed_logits
 from detectors.strategies import STRATEGIES, Plan, StrategyResult, get_strategy, worth_trying
+from models.blocks import block_features
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class EngineOptions:
         strategy: ``"auto"`` (measured per batch-size bucket) or a name in ``STRATEGIES``.
         squeeze: also run the model on each feature-squeezed copy of the input
             (``detectors.squeeze``; one forward each), for the ``squeeze`` view.
+        blocks: also take the channel means of every block's output (``models.blocks``; one
+            forward without gradients), for the ``blocks`` view.
     """
 
     rescale_logits: bool = True
@@ -55,6 +58,7 @@ class EngineOptions:
     top_n: int | None = None
     strategy: str = "auto"
     squeeze: bool = False
+    blocks: bool = False
 
     def __post_init__(self) -> None:
         if self.top_n is not None and self.top_n < 1:
@@ -85,6 +89,8 @@ class EngineOutput:
             exposes them (``models.penultimate``), else ``None``.
         squeezed: (B, S, C) logits of the ``detectors.squeeze.SQUEEZERS`` copies, with
             ``EngineOptions.squeeze``, else ``None``.
+        blocks: one (B, C_b) tensor of channel means per block (``models.blocks``), with
+            ``EngineOptions.blocks``, else ``None``.
     """
 
     logits: Tensor
@@ -97,6 +103,7 @@ class EngineOutput:
     strategy: str = ""
     penultimate: Tensor | None = None
     squeezed: Tensor | None = None
+    blocks: tuple[Tensor, ...] | None = None
 
 
 def _default_strategy(bucket: int, device: torch.device) -> str:
@@ -236,6 +243,7 @@ class GradientEngine:
             strategy=name,
             penultimate=penultimate,
             squeezed=squeezed_logits(self.model, x) if opts.squeeze else None,
+            blocks=block_features(self.model, x) if opts.blocks else None,
         )
 
     def _run(self, name: str, x: Tensor) -> StrategyResult:

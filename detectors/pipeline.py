@@ -27,7 +27,14 @@ from models.penultimate import has_penultimate
 
 # Options that change the features (and so must match the fit); others, like the backward
 # strategy, only change speed and are chosen on the serving machine.
-FEATURE_OPTIONS: tuple[str, ...] = ("rescale_logits", "sign", "channel_max", "top_n", "squeeze")
+FEATURE_OPTIONS: tuple[str, ...] = (
+    "rescale_logits",
+    "sign",
+    "channel_max",
+    "top_n",
+    "squeeze",
+    "blocks",
+)
 
 
 _blas_limited = False

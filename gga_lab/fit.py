@@ -49,6 +49,7 @@ from gga_lab.collect import collect_view_inputs
 from gga_lab.selection import CRITERIA, FusionChoice, Method, choose_fusion, default_methods
 from gga_lab.untrusted import KINDS as UNTRUSTED_KINDS
 from gga_lab.untrusted import TRAINING_KINDS, make_training_untrusted
+from models.blocks import has_blocks
 from models.penultimate import has_penultimate
 
 logger = logging.getLogger(__name__)
@@ -311,6 +312,7 @@ def _fit_candidate(
         strategy=config.strategy,
         # One forward per squeezer: only for a detector that fits the view reading them.
         squeeze=any(VIEWS[name].needs_squeezed for name in view_names),
+        blocks=any(VIEWS[name].needs_blocks for name in view_names),
     )
     engine = GradientEngine(model, options)
     tag = "rescaled" if rescale else "not rescaled"
@@ -403,7 +405,7 @@ def fit_trust_scorer(
     """
     start = time.perf_counter()
     model = model.eval()
-    view_names = _view_names(model, model_name, config)
+    view_names = _view_names(model, model_name, config, tuple(x.shape[1:]))
     splits = fit_splits(len(x), held_out, config)
     data = {part: (x[idx], y[idx]) for part, idx in splits.parts().items()}
     eps = LINF_EPS.get(dataset, 0.1)
@@ -450,29 +452,39 @@ def fit_trust_scorer(
     return scorer
 
 
-def _view_names(model: nn.Module, model_name: str, config: FitConfig) -> tuple[str, ...]:
+def _view_names(
+    model: nn.Module, model_name: str, config: FitConfig, input_shape: tuple[int, ...]
+) -> tuple[str, ...]:
     """The views to fit: ``config.views``, else every default view the model can serve.
 
     Raises:
         ViewUnavailableError: ``config.views`` names a view the model cannot serve.
     """
-    served = available_views(has_penultimate(model))
+    penultimate, blocks = has_penultimate(model), has_blocks(model, input_shape)
+    lacking = [
+        what
+        for what, has in (
+            ("penultimate features (embed(x), a linear head: models/penultimate.py)", penultimate),
+            ("blocks (4-D layer outputs, models/blocks.py)", blocks),
+        )
+        if not has
+    ]
+    served = available_views(penultimate, has_blocks=blocks)
     if config.views is None:
-        default = available_views(has_penultimate(model), default_only=True)
-        if len(served) < len(available_views(True)):
+        if lacking:
             logger.warning(
-                "%s exposes no penultimate features (models/penultimate.py): fitting without "
-                "the views that need them (%s)",
+                "%s has no %s: fitting without the views that need them (%s)",
                 model_name,
+                " and no ".join(lacking),
                 ", ".join(v for v in VIEWS if v not in served),
             )
-        return default
+        return available_views(penultimate, default_only=True, has_blocks=blocks)
     missing = [v for v in config.views if v not in served]
     if missing:
         raise ViewUnavailableError(
-            f"views {missing} need penultimate features, which {model_name} does not expose "
-            f"(embed(x) and a linear head, models/penultimate.py); this model can serve "
-            f"{', '.join(served)}: run `gga fit {model_name} --views {','.join(served)}`"
+            f"views {missing} need what {model_name} does not have: {'; '.join(lacking)}. This "
+            f"model can serve {', '.join(served)}: run `gga fit {model_name} --views "
+            f"{','.join(served)}`"
         )
     return config.views
 

@@ -5,6 +5,7 @@
 """
 
 from detectors.views.base import View, ViewInputs, ViewUnavailableError
+from detectors.views.blocks import BlocksView
 from detectors.views.gga import GGACSMView, GGAPaperView
 from detectors.views.logits import EnergyView, MSPView
 from detectors.views.penultimate import GradNormView, KNNView, MahalanobisView
@@ -21,21 +22,26 @@ VIEWS: dict[str, type[View]] = {
         KNNView,
         GradNormView,
         SqueezeView,
+        BlocksView,
     )
 }
 
 
-def available_views(has_penultimate: bool, default_only: bool = False) -> tuple[str, ...]:
-    """The names of the views a model can serve: all, or those that need no features.
+def available_views(
+    has_penultimate: bool, default_only: bool = False, has_blocks: bool = True
+) -> tuple[str, ...]:
+    """The names of the views a model can serve: all, or those that need nothing it lacks.
 
     Args:
         has_penultimate: whether the model exposes penultimate features.
         default_only: only the views ``gga fit`` fits when no ``--views`` are given.
+        has_blocks: whether the model has blocks (``models.blocks.has_blocks``).
     """
     return tuple(
         n
         for n, cls in VIEWS.items()
         if (has_penultimate or not cls.needs_penultimate)
+        and (has_blocks or not cls.needs_blocks)
         and (cls.fitted_by_default or not default_only)
     )
 

@@ -35,6 +35,8 @@ class ViewInputs:
         penultimate: (N, F) penultimate features, or ``None`` for a model without them.
         squeezed: (N, S, C) logits of the feature-squeezed copies (``detectors.squeeze``), or
             ``None`` when the engine did not compute them.
+        blocks: one (N, C_b) array of channel means per block of the model
+            (``models.blocks``), or ``None`` when the engine did not compute them.
     """
 
     logits: np.ndarray
@@ -44,18 +46,20 @@ class ViewInputs:
     classes: np.ndarray
     penultimate: np.ndarray | None = None
     squeezed: np.ndarray | None = None
+    blocks: tuple[np.ndarray, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.logits)
 
     def take(self, index: Any) -> "ViewInputs":
         """The inputs at ``index`` (a boolean mask or integer indices)."""
-        return ViewInputs(
-            **{
-                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                for f in fields(self)
-            }
-        )
+
+        def rows(value: Any) -> Any:
+            if isinstance(value, tuple):  # blocks: the same rows of every block
+                return tuple(v[index] for v in value)
+            return None if value is None else value[index]
+
+        return ViewInputs(**{f.name: rows(getattr(self, f.name)) for f in fields(self)})
 
     @classmethod
     def concat(cls, parts: list["ViewInputs"]) -> "ViewInputs":
@@ -69,7 +73,12 @@ class ViewInputs:
         values = {}
         for f in fields(cls):
             arrays = [getattr(p, f.name) for p in parts]
-            values[f.name] = None if any(a is None for a in arrays) else np.concatenate(arrays)
+            if any(a is None for a in arrays):
+                values[f.name] = None
+            elif isinstance(arrays[0], tuple):  # blocks: each block joined on its own
+                values[f.name] = tuple(np.concatenate(block) for block in zip(*arrays, strict=True))
+            else:
+                values[f.name] = np.concatenate(arrays)
         return cls(**values)
 
 
@@ -85,6 +94,7 @@ class View(Detector):
     title: ClassVar[str]
     needs_penultimate: ClassVar[bool] = False
     needs_squeezed: ClassVar[bool] = False  # the engine's squeezed logits (EngineOptions.squeeze)
+    needs_blocks: ClassVar[bool] = False  # the engine's block features (EngineOptions.blocks)
     # Whether `gga fit` without --views fits it; a new view joins the default once a refit of the
     # zoo has measured that the fusion keeps what it catches.
     fitted_by_default: ClassVar[bool] = True
@@ -129,6 +139,12 @@ class View(Detector):
             raise ViewUnavailableError(
                 f"the {self.name!r} view needs the logits of squeezed inputs, which the engine "
                 "computes with EngineOptions(squeeze=True) (gga fit sets it when it fits the view)"
+            )
+        if self.needs_blocks and z.blocks is None:
+            raise ViewUnavailableError(
+                f"the {self.name!r} view needs the features of the model's blocks, which the "
+                "engine computes with EngineOptions(blocks=True) (gga fit sets it when it fits "
+                "the view)"
             )
 
     @abc.abstractmethod

@@ -53,6 +53,21 @@ def test_feature_views_refuse_a_model_without_features(clusters, name):
     assert name in available_views(has_penultimate=True)
 
 
+def test_the_blocks_view_refuses_inputs_without_blocks_or_with_other_blocks(clusters):
+    fit, clean, _ = clusters
+    no_blocks = fit.take(slice(None))
+    no_blocks.blocks = None
+    with pytest.raises(ViewUnavailableError, match="EngineOptions\\(blocks=True\\)"):
+        VIEWS["blocks"]().fit_features(no_blocks)
+    view = VIEWS["blocks"]().fit_features(fit)
+    one_block = clean.take(slice(None))
+    one_block.blocks = one_block.blocks[:1]
+    with pytest.raises(ValueError, match="fitted on 2 blocks, the engine gave 1"):
+        view.predict_features(one_block)
+    assert "blocks" not in available_views(True, has_blocks=False)
+    assert "blocks" in available_views(True) and "blocks" not in available_views(True, True)
+
+
 def test_a_view_used_before_fit_says_so(clusters):
     with pytest.raises(NotFittedError, match="call fit"):
         VIEWS["gga-csm"]().predict_features(clusters[1])

@@ -12,10 +12,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from detectors.engine import GradientEngine
+from detectors.collect import view_inputs
+from detectors.engine import EngineOptions, GradientEngine
 from detectors.pipeline import load_pipeline
+from detectors.views.blocks import BlocksView
 from gga_cli import main
 from gga_lab.flags import flagged_and_correct
+from gga_lab.metrics import auroc
+from models.blocks import block_features
 from models.data import load_dataset
 from models.errors import DataError, ModelLoadError
 from models.imported.errors import ModelImportError
@@ -355,3 +359,26 @@ def test_an_onnx_exported_with_a_fixed_batch_size_serves_any_batch(net, tmp_path
     x = torch.rand(7, *INPUT_SHAPE)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_an_imported_onnx_graph_has_blocks_the_blocks_view_fits(net, files, held_out, tmp_path):
+    options = ImportOptions(name="blocky", mean=(MEAN,), std=(STD,), input_shape=INPUT_SHAPE)
+    import_model(files["onnx"], tmp_path, options)
+    module = ModelRepository(tmp_path).load("blocky").module
+    x = held_out.float()
+    blocks = block_features(module, x[:16])
+    # SmallBNNet's resolution ends: ReLU at 28 x 28, ReLU at 14 x 14, the last pool at 7 x 7.
+    f = net.features
+    with torch.no_grad():
+        first = f[:3]((x[:16] - MEAN) / STD)
+        second = f[3:7](first)
+        expected = [t.mean(dim=(2, 3)) for t in (first, second, f[7](second))]
+    assert len(blocks) == 3
+    for got, want in zip(blocks, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    engine = GradientEngine(module, EngineOptions(blocks=True, strategy="batched"))
+    fit = view_inputs(engine(x[:300]))
+    view = BlocksView().fit_features(fit.take(fit.predicted == held_out.y[:300].numpy()))
+    clean = view.predict_features(view_inputs(engine(x[300:])))
+    noise = view.predict_features(view_inputs(engine(torch.rand(50, *INPUT_SHAPE))))
+    assert auroc(clean, noise) > 0.95
