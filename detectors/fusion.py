@@ -12,9 +12,18 @@ views' dependence. The fusions:
 - ``tippett``: ``-log min p`` (Tippett 1931): the most surprised view decides.
 - ``logistic``: a logistic regression on ``-log p``, trained on clean inputs against untrusted
   inputs the project makes from training images (the only supervised one).
+- ``clean-knn``: how far the input's vector of surprises ``-log p`` lies beyond the clean
+  inputs' vectors: the k-th smallest one-sided distance ``max_v (s_v - b_v)+`` to a bank of
+  clean vectors b. A density of clean inputs in p-value space: it learns which views agree on
+  clean inputs, and it never lowers the statistic when one view's p-value falls (issue 23).
+- ``guarded``: the free scores (max softmax, energy) guard the rest. The other views are fused
+  by Fisher; that statistic becomes a p-value against clean inputs, and the result is the most
+  surprised of it, the max softmax and the energy (Tippett over three). An input one of the
+  free scores catches is caught at a slightly stricter threshold than alone.
 - ``single``: one view's raw score (a detector.json of format 1: a single LODA).
 
-All but ``logistic`` need no untrusted data.
+All but ``logistic`` need no untrusted data; ``clean-knn`` and ``guarded`` learn from clean
+inputs (``fits_clean``).
 """
 
 import abc
@@ -23,7 +32,9 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from detectors.arrays import decode_array, encode_array, quantize
 from detectors.base import DetectorFitError, NotFittedError
+from detectors.calibration import ConformalCalibrator
 
 # A NaN view score gives p = 0, and a view's extrapolated tail (detectors.calibration) can give
 # p-values far below 1e-12: clip at the smallest normal double so -log p stays finite (<= 708).
@@ -44,6 +55,10 @@ class Fusion(abc.ABC):
 
     kind: ClassVar[str]
     supervised: ClassVar[bool] = False
+    # Learns from clean inputs' p-values (fit's rows with label 0, or every row without labels).
+    fits_clean: ClassVar[bool] = False
+    # Views every subset it fuses must hold, where the model has them.
+    required: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, views: tuple[str, ...]) -> None:
         if not views:
@@ -178,8 +193,153 @@ class LogisticFusion(Fusion):
         return fusion
 
 
+def _clean_rows(p_values: np.ndarray, labels: np.ndarray | None, what: str) -> np.ndarray:
+    """The rows of clean inputs (label 0, or all without labels), at least 20 of them."""
+    p = np.asarray(p_values, dtype=np.float64)
+    clean = p if labels is None else p[np.asarray(labels) == 0]
+    if len(clean) < 20:
+        raise DetectorFitError(
+            f"the {what} fusion needs 20 clean inputs at least, got {len(clean)}"
+        )
+    return clean
+
+
+class CleanKNNFusion(Fusion):
+    """The k-th smallest one-sided distance from the surprise vector to clean ones.
+
+    The distance to a clean input b is ``max_v (s_v - b_v)+``: by how much the input is more
+    surprising than b in the view where it is most so. So the statistic is how much surprise
+    the input would have to shed, in every view, before k clean inputs were at least as
+    surprising everywhere. An input dominated by k clean inputs scores 0, and raising any
+    view's surprise never lowers the statistic.
+
+    The maximum, not the Euclidean sum, keeps a single view's strength. On uniform p-values of
+    9 views against banks of 500 (tests/detectors/test_fusion.py measures it), at 5% false
+    alarms: an input with one p-value at 1/1001 is caught every time (Euclidean distance: 77%,
+    Fisher: 51%), and inputs moderately unusual in every view (p below 0.2) 65% of the time
+    (Fisher: always, Cauchy: 38%, Tippett: 24%).
+
+    Args:
+        views: the views combined.
+        k: which neighbour. Over 8 banks of 500, k = 10 caught the single extreme p-value in
+            every draw; k = 5 in 67-100% of draws, k = 1 in 45-75%; larger k blunts the broad
+            case (k = 20: 52%).
+    """
+
+    kind = "clean-knn"
+    fits_clean = True
+
+    def __init__(self, views: tuple[str, ...], k: int = 10) -> None:
+        super().__init__(views)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.k = int(k)
+        self.bank: np.ndarray | None = None  # (M, V) surprises of clean inputs
+
+    def fit(
+        self,
+        p_values: np.ndarray,
+        labels: np.ndarray | None = None,
+        sample_weight: np.ndarray | None = None,
+    ) -> Self:
+        clean = _clean_rows(p_values, labels, self.kind)
+        self.bank = quantize(surprise(clean), "float32")
+        return self
+
+    def statistic(self, p_values: np.ndarray) -> np.ndarray:
+        if self.bank is None:
+            raise NotFittedError()
+        s = surprise(p_values)
+        k = min(self.k, len(self.bank))
+        out = np.empty(len(s))
+        for start in range(0, len(s), 256):  # (256, M, V) at a time: a few MB
+            beyond = s[start : start + 256, None, :] - self.bank[None]
+            distance = np.clip(beyond.max(axis=2), 0.0, None)
+            out[start : start + 256] = np.partition(distance, k - 1, axis=1)[:, k - 1]
+        return out
+
+    def get_params(self) -> dict[str, Any]:
+        if self.bank is None:
+            raise NotFittedError()
+        return {"k": self.k, "bank": encode_array(self.bank, "float32")}
+
+    @classmethod
+    def from_params(cls, views: tuple[str, ...], params: dict[str, Any]) -> "Fusion":
+        fusion = cls(views, params["k"])
+        fusion.bank = decode_array(params["bank"]).astype(np.float64)
+        if fusion.bank.ndim != 2 or fusion.bank.shape[1] != len(views):
+            raise ValueError(f"a bank of shape {fusion.bank.shape} for {len(views)} views")
+        return fusion
+
+
+class GuardedFusion(Fusion):
+    """Tippett over the free scores' p-values and the Fisher p-value of the other views.
+
+    Args:
+        views: the views combined; those in ``GUARDS`` guard, the rest are fused by Fisher.
+    """
+
+    kind = "guarded"
+    fits_clean = True
+    GUARDS: ClassVar[tuple[str, ...]] = ("msp", "energy")
+    required = GUARDS
+
+    def __init__(self, views: tuple[str, ...]) -> None:
+        super().__init__(views)
+        self.guards = [i for i, v in enumerate(self.views) if v in self.GUARDS]
+        self.others = [i for i, v in enumerate(self.views) if v not in self.GUARDS]
+        self.reference: ConformalCalibrator | None = None  # Fisher of the others, on clean
+
+    def fit(
+        self,
+        p_values: np.ndarray,
+        labels: np.ndarray | None = None,
+        sample_weight: np.ndarray | None = None,
+    ) -> Self:
+        if self.others:
+            clean = _clean_rows(p_values, labels, self.kind)
+            # The exponential tail keeps ranking inputs past every clean one (AUROC, adaptive
+            # attacks), where a floored p-value would tie them.
+            self.reference = ConformalCalibrator(self._fisher(clean), tail="exponential")
+        return self
+
+    def _fisher(self, p_values: np.ndarray) -> np.ndarray:
+        return 2.0 * surprise(np.asarray(p_values)[:, self.others]).sum(axis=1)
+
+    def statistic(self, p_values: np.ndarray) -> np.ndarray:
+        p = np.asarray(p_values, dtype=np.float64)
+        columns = [p[:, self.guards]]
+        if self.others:
+            if self.reference is None:
+                raise NotFittedError()
+            columns.append(self.reference.trust(self._fisher(p))[:, None])
+        return surprise(np.concatenate(columns, axis=1)).max(axis=1)
+
+    def get_params(self) -> dict[str, Any]:
+        if self.others and self.reference is None:
+            raise NotFittedError()
+        return {"reference": None if self.reference is None else self.reference.to_dict()}
+
+    @classmethod
+    def from_params(cls, views: tuple[str, ...], params: dict[str, Any]) -> "Fusion":
+        fusion = cls(views)
+        if params.get("reference") is not None:
+            fusion.reference = ConformalCalibrator.from_dict(params["reference"])
+        elif fusion.others:
+            raise ValueError("a guarded fusion of other views needs their clean reference")
+        return fusion
+
+
 FUSIONS: dict[str, type[Fusion]] = {
-    cls.kind: cls for cls in (FisherFusion, CauchyFusion, TippettFusion, LogisticFusion)
+    cls.kind: cls
+    for cls in (
+        FisherFusion,
+        CauchyFusion,
+        TippettFusion,
+        LogisticFusion,
+        CleanKNNFusion,
+        GuardedFusion,
+    )
 }
 ALL_FUSIONS: dict[str, type[Fusion]] = {**FUSIONS, SingleFusion.kind: SingleFusion}
 

@@ -31,7 +31,7 @@ from detectors.fusion import FUSIONS, Fusion
 from gga_lab.metrics import auroc, tnr_at_tpr
 
 GGA_VIEWS: tuple[str, ...] = ("gga-csm", "gga-paper")
-UNSUPERVISED_RULES: tuple[str, ...] = ("fisher", "cauchy", "tippett")
+UNSUPERVISED_RULES: tuple[str, ...] = ("fisher", "cauchy", "tippett", "clean-knn", "guarded")
 CRITERIA: dict[str, str] = {
     "auroc": "mean AUROC over untrusted kinds, each left out of what the method learnt",
     "tnr": "mean share flagged at alpha over untrusted kinds, each left out of what the method "
@@ -85,8 +85,18 @@ class FusionChoice:
 
 
 def default_methods(supervised: bool = True) -> tuple[Method, ...]:
-    """Every unsupervised rule over all views and over a chosen subset, and the logistic."""
-    methods = [Method(r, v) for r in UNSUPERVISED_RULES for v in ("all", "subset")]
+    """Every unsupervised rule over all views and over a chosen subset, and the logistic.
+
+    ``clean-knn`` runs over all views only: it learns which views agree on clean inputs, which
+    is what a subset would choose by hand, and a search over hundreds of subsets of its
+    neighbour distances would cost minutes of the fit.
+    """
+    methods = [
+        Method(r, v)
+        for r in UNSUPERVISED_RULES
+        for v in ("all", "subset")
+        if not (r == "clean-knn" and v == "subset")
+    ]
     if supervised:
         methods.append(Method("logistic", "all"))
     return tuple(methods)
@@ -152,32 +162,54 @@ def _learn(
     criterion: _Criterion,
 ) -> Fusion:
     """The fusion ``method`` learns from clean rows ``clean`` and the untrusted ``kinds``."""
-    rule = FUSIONS[method.rule]
     if method.rule == "logistic":
-        fusion = rule(data.views)
-        x = np.r_[data.clean[clean], *[data.untrusted[k] for k in kinds]]
-        labels = np.r_[np.zeros(len(clean)), np.ones(sum(len(data.untrusted[k]) for k in kinds))]
-        # Each kind weighs as much as any other, whatever its size.
-        weights = np.r_[
-            np.ones(len(clean)),
-            *[np.full(len(data.untrusted[k]), 1.0 / len(data.untrusted[k])) for k in kinds],
-        ]
-        weights[len(clean) :] *= len(clean) / len(kinds)
-        return fusion.fit(x, labels, sample_weight=weights)
+        return _learn_logistic(data, clean, kinds)
+    rule = FUSIONS[method.rule]
     if method.views == "all":
-        return rule(data.views)
+        return _fitted(rule(data.views), data, clean)
+    # A rule that learns from clean inputs is measured on clean rows it did not learn from.
+    fit_rows, measure_rows = (clean[::2], clean[1::2]) if rule.fits_clean else (clean, clean)
     best, best_score = None, -np.inf
-    for subset in subsets:
-        fusion = rule(subset)
+    for subset in _allowed(rule, subsets, data.views):
+        fusion = _fitted(rule(subset), data, fit_rows)
         cols = data.columns(subset)
-        trusted = fusion.statistic(data.clean[clean][:, cols])
+        trusted = fusion.statistic(data.clean[measure_rows][:, cols])
         score = criterion.aggregate(
             [criterion(trusted, fusion.statistic(data.untrusted[k][:, cols])) for k in kinds]
         )
         if score > best_score:
-            best, best_score = fusion, score
+            best, best_score = subset, score
     assert best is not None
-    return best
+    return _fitted(rule(best), data, clean)
+
+
+def _allowed(
+    rule: type[Fusion], subsets: list[tuple[str, ...]], views: tuple[str, ...]
+) -> list[tuple[str, ...]]:
+    """The subsets holding every view the rule requires (of those the model has)."""
+    required = [v for v in rule.required if v in views]
+    return [s for s in subsets if all(v in s for v in required)] or [views]
+
+
+def _fitted(fusion: Fusion, data: _Data, clean: np.ndarray) -> Fusion:
+    """``fusion``, fitted on the clean rows ``clean`` where it learns from clean inputs."""
+    if fusion.fits_clean:
+        fusion.fit(data.clean[clean][:, data.columns(fusion.views)])
+    return fusion
+
+
+def _learn_logistic(data: _Data, clean: np.ndarray, kinds: list[str]) -> Fusion:
+    """The logistic fusion of every view, trained on clean rows ``clean`` against ``kinds``."""
+    fusion = FUSIONS["logistic"](data.views)
+    x = np.r_[data.clean[clean], *[data.untrusted[k] for k in kinds]]
+    labels = np.r_[np.zeros(len(clean)), np.ones(sum(len(data.untrusted[k]) for k in kinds))]
+    # Each kind weighs as much as any other, whatever its size.
+    weights = np.r_[
+        np.ones(len(clean)),
+        *[np.full(len(data.untrusted[k]), 1.0 / len(data.untrusted[k])) for k in kinds],
+    ]
+    weights[len(clean) :] *= len(clean) / len(kinds)
+    return fusion.fit(x, labels, sample_weight=weights)
 
 
 def _statistic(

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from detectors.base import NotFittedError
 from detectors.calibration import ConformalCalibrator
 from detectors.fusion import FUSIONS, LogisticFusion, SingleFusion, fusion_from_dict
 from detectors.persistence import DETECTOR_FILE
@@ -17,31 +18,92 @@ from tests.detectors.synthetic import view_inputs
 VIEW_NAMES = tuple(VIEWS)
 
 
+def _fitted(kind: str, views: tuple[str, ...], seed: int = 0):
+    """A fusion of ``views``, fitted where it learns: on uniform clean p-values, and against
+    small ones for the supervised rule."""
+    fusion = FUSIONS[kind](views)
+    rng = np.random.default_rng(seed)
+    clean, odd = rng.uniform(0, 1, (200, len(views))), rng.uniform(0, 0.05, (100, len(views)))
+    if fusion.supervised:
+        fusion.fit(np.r_[clean, odd], np.r_[np.zeros(200), np.ones(100)])
+    elif fusion.fits_clean:
+        fusion.fit(clean)
+    return fusion
+
+
 @pytest.mark.parametrize("kind", sorted(FUSIONS))
 def test_smaller_p_values_give_a_larger_statistic(kind):
-    fusion = FUSIONS[kind](("a", "b"))
-    if fusion.supervised:
-        rng = np.random.default_rng(0)
-        clean, odd = rng.uniform(0, 1, (100, 2)), rng.uniform(0, 0.05, (100, 2))
-        fusion.fit(np.r_[clean, odd], np.r_[np.zeros(100), np.ones(100)])
+    fusion = _fitted(kind, ("a", "b"))
     stats = fusion.statistic(np.array([[0.9, 0.8], [0.2, 0.3], [0.01, 0.02]]))
-    assert stats[0] < stats[1] < stats[2]
+    if kind == "clean-knn":  # every input that k clean ones dominate ties at 0
+        assert stats[0] <= stats[1] < stats[2]
+    else:
+        assert stats[0] < stats[1] < stats[2]
 
 
 def test_a_zero_p_value_stays_finite():
     for kind, cls in FUSIONS.items():
         if not cls.supervised:
-            assert np.isfinite(cls(("a", "b")).statistic(np.array([[0.0, 0.5]]))).all(), kind
+            stats = _fitted(kind, ("a", "b")).statistic(np.array([[0.0, 0.5]]))
+            assert np.isfinite(stats).all(), kind
+
+
+def test_clean_knn_never_lowers_the_statistic_when_a_view_grows_more_surprised():
+    fusion = _fitted("clean-knn", ("a", "b", "c"))
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 1, (300, 3))
+    column = rng.integers(3, size=300)
+    lower = p.copy()
+    lower[np.arange(300), column] *= rng.uniform(0, 1, 300)  # one view more surprised
+    assert (fusion.statistic(lower) >= fusion.statistic(p)).all()
+
+
+def test_clean_knn_keeps_one_views_strength_and_catches_the_broadly_unusual():
+    # Nine views, a bank of 500 clean inputs, flags at the clean inputs' 95th percentile.
+    rng = np.random.default_rng(0)
+    views = tuple("abcdefghi")
+    knn, fisher, tippett = (
+        FUSIONS["clean-knn"](views),
+        FUSIONS["fisher"](views),
+        FUSIONS["tippett"](views),
+    )
+    knn.fit(rng.uniform(0, 1, (500, 9)))
+    one_view = rng.uniform(0, 1, (500, 9))
+    one_view[:, 0] = 1 / 1001  # the smallest p-value a view calibrated on 1,000 inputs gives
+    broad = rng.uniform(0, 0.2, (500, 9))  # somewhat unusual everywhere
+    clean = rng.uniform(0, 1, (5000, 9))
+
+    def caught(fusion, p):
+        return (fusion.statistic(p) > np.quantile(fusion.statistic(clean), 0.95)).mean()
+
+    assert caught(knn, one_view) >= 0.99 and caught(fisher, one_view) < 0.7
+    assert caught(knn, broad) >= 0.6 and caught(tippett, broad) < 0.4
+
+
+def test_the_guarded_fusion_flags_what_a_free_score_alone_catches():
+    views = ("gga-csm", "msp", "energy", "mahalanobis")
+    rng = np.random.default_rng(4)
+    guarded, fisher = _fitted("guarded", views), FUSIONS["fisher"](views)
+    clean = rng.uniform(0, 1, (2000, 4))
+    # Inputs only max softmax finds unusual (p 0.005), the three others find them ordinary.
+    caught_by_msp = np.c_[rng.uniform(0.3, 1, (200, 1)), np.full((200, 1), 0.005),
+                          rng.uniform(0.3, 1, (200, 2))]  # fmt: skip
+    for fusion, least in ((guarded, 0.99), (fisher, 0.0)):
+        threshold = np.quantile(fusion.statistic(clean), 0.95)
+        caught = (fusion.statistic(caught_by_msp) > threshold).mean()
+        assert caught >= least, (fusion.kind, caught)
+    assert (
+        fisher.statistic(caught_by_msp) > np.quantile(fisher.statistic(clean), 0.95)
+    ).mean() < 0.5
+    with pytest.raises(NotFittedError):
+        FUSIONS["guarded"](views).statistic(clean)
 
 
 def test_fusions_round_trip_through_json():
     rng = np.random.default_rng(1)
     p = rng.uniform(0, 1, (60, 3))
-    logistic = LogisticFusion(("a", "b", "c")).fit(p, (p.sum(1) < 1.5).astype(int))
-    for fusion in [
-        *(cls(("a", "b", "c")) for cls in FUSIONS.values() if not cls.supervised),
-        logistic,
-    ]:
+    views = ("a", "msp", "c")
+    for fusion in [_fitted(kind, views) for kind in FUSIONS]:
         loaded = fusion_from_dict(json.loads(json.dumps(fusion.to_dict())))
         np.testing.assert_array_equal(loaded.statistic(p), fusion.statistic(p))
     with pytest.raises(ValueError, match="unknown fusion 'mean'"):
@@ -74,6 +136,8 @@ def _parts(fusion_kind: str, seed: int = 0, tail: str = "exponential") -> tuple[
     fusion = FUSIONS[fusion_kind](VIEW_NAMES)
     if fusion.supervised:
         fusion.fit(np.r_[p(tune), p(untrusted["shifted"])], np.r_[np.zeros(300), np.ones(150)])
+    elif fusion.fits_clean:
+        fusion.fit(p(tune))
     parts = {
         "views": views,
         "view_calibrators": cals,
