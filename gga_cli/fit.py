@@ -11,7 +11,7 @@ from pathlib import Path
 
 from detectors.calibration import DEFAULT_ALPHA, TAILS
 from detectors.fusion import FUSIONS
-from detectors.views import VIEWS
+from detectors.views import VIEWS, available_views
 from gga_lab.fit import RESCALE_CHOICES
 from gga_lab.selection import CRITERIA
 
@@ -35,8 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--views",
         type=_names,
-        help=f"comma-separated views to fuse, no choice made (default: choose among all the "
-        f"model can serve: {','.join(VIEWS)})",
+        help=f"comma-separated views to choose the fusion among (default: those of "
+        f"{','.join(available_views(True, default_only=True))} the model can serve; "
+        f"{','.join(v for v in VIEWS if v not in available_views(True, default_only=True))} "
+        "on request)",
     )
     p.add_argument(
         "--fusion",
