@@ -21,11 +21,15 @@ Made on request, not by default (``KINDS`` beyond ``TRAINING_KINDS``; ``gga fit
 - ``deepfool``: DeepFool (l_2) run until each input crosses its nearest boundary, and no further:
   the minimal-perturbation family, which a max softmax catches because such inputs are barely
   confident.
+- ``warp``: random shears, scalings and shifts (no rotation) that change the prediction: the
+  geometric family, whole images moved until the model errs, which the evaluation's rotations
+  belong to (rotation itself stays out, so that kind is still unseen).
 """
 
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gga_lab.attack_registry import AttackKind
@@ -43,7 +47,7 @@ TRAINING_KINDS: tuple[str, ...] = (
     "blend",
 )
 # Every kind the fit can make; the default set is TRAINING_KINDS, which the zoo was fitted with.
-KINDS: tuple[str, ...] = (*TRAINING_KINDS, "deepfool")
+KINDS: tuple[str, ...] = (*TRAINING_KINDS, "deepfool", "warp")
 CORRUPTION_SEVERITIES: tuple[int, ...] = (4, 5)  # the two strongest, each on half the images
 
 
@@ -71,6 +75,53 @@ def blend(x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Ten
         partner[same] = torch.randint(len(x), (int(same.sum()),), generator=generator)
     keep = y[partner] != y
     return ((x + x[partner]) / 2)[keep]
+
+
+def random_warp(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Each image sheared, scaled and shifted at random, without rotation (zeros fill the edge).
+
+    Per image: a scale in [0.6, 1.4] on each axis, a shear in [-0.6, 0.6] each way and a shift
+    up to an eighth of the side, drawn with ``generator``.
+    """
+    b = len(x)
+
+    def uniform(low: float, high: float) -> Tensor:
+        return low + (high - low) * torch.rand(b, generator=generator)
+
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = uniform(0.6, 1.4), uniform(0.6, 1.4)
+    theta[:, 0, 1], theta[:, 1, 0] = uniform(-0.6, 0.6), uniform(-0.6, 0.6)
+    theta[:, 0, 2], theta[:, 1, 2] = uniform(-0.25, 0.25), uniform(-0.25, 0.25)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid.to(x.device), align_corners=False, padding_mode="zeros")
+
+
+def misclassified_warps(
+    model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator, tries: int = 4
+) -> tuple[Tensor, Tensor]:
+    """For each image, the first of ``tries`` random warps the model misclassifies, if any.
+
+    The geometric family (the evaluation's rotations are another member): inputs still whole
+    and plausible, moved until the prediction changes.
+
+    Returns:
+        ``(warped images (M, C, H, W), which of the N images they come from (N,) bool)``.
+    """
+    found = torch.zeros(len(x), dtype=torch.bool)
+    out = x.clone()
+    for _ in range(tries):
+        warped = random_warp(x, generator)
+        with torch.no_grad():
+            wrong = (
+                torch.cat(
+                    [model(warped[i : i + 256]).argmax(1) for i in range(0, len(x), 256)]
+                ).cpu()
+                != y.cpu()
+            )
+        new = wrong & ~found
+        out[new] = warped[new]
+        found |= new
+    return out[found], found
 
 
 def training_attack_kinds(eps: float, seed: int, pgd_steps: int) -> dict[str, AttackKind]:
@@ -162,6 +213,8 @@ def make_training_untrusted(
             out[kind] = _corruptions(model, x, y, seed, batch_size, progress)
         elif kind == "patch_shuffle":
             out[kind] = patch_shuffle(x, generator=generator)
+        elif kind == "warp":
+            out[kind], _ = misclassified_warps(model, x, y, generator)
         else:
             out[kind] = blend(x, y, generator=generator)
         logger.info("untrusted %s: %d inputs from %d training images", kind, len(out[kind]), len(x))

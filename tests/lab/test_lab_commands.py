@@ -38,7 +38,7 @@ def test_bench_views_times_every_fused_view(tmp_path: Path) -> None:
     scorer = TrustScorer.load(repo.path(name), repo.load(name).card.weights_sha256, name)
     assert list(figures["views"]) == list(scorer.view_names)
     assert all(v > 0 for v in figures["views"].values())
-    assert figures["pipeline"] > 0 and figures["gga_pass"] > 0
+    assert figures["pipeline"] > 0 and figures["engine"] > 0 and figures["gga_pass"] > 0
     assert f"{name}, batch 4" in out.stdout
 
 
