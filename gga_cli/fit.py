@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auroc",
         help="what the choice of fusion and rescaling maximises over the left-out kinds: their "
         "mean AUROC (auroc, the default), the mean share flagged at --alpha (tnr, the "
-        "threshold where the service works) or the share flagged on the worst kind (worst); "
+        "threshold where the service works), the share flagged on the worst kind (worst) or "
+        "the most lost on a kind against the best single view there (strength); "
         "docs/detectors.md",
     )
     p.add_argument(

@@ -109,3 +109,20 @@ def test_the_worst_criterion_scores_a_method_by_its_worst_left_out_kind():
     assert choice.per_kind == by_mean.per_kind  # the same shares flagged at alpha
     best = max(choice.per_kind, key=lambda m: worst.aggregate(list(choice.per_kind[m].values())))
     assert choice.method == best and choice.to_dict()["criterion_name"] == "worst"
+
+
+def test_the_strength_criterion_keeps_what_one_view_catches_past_an_uncatchable_kind():
+    # "one": only mahalanobis is sure (Tippett keeps it, Fisher drowns it); "hidden": no view
+    # sees anything, so every method flags about alpha of it. The worst kind of every method
+    # is "hidden", and `worst` chooses by its noise; `strength` measures each kind against
+    # the best single view there, so it is ruled by "one" and keeps the view's strength.
+    rng = np.random.default_rng(1)
+    views, clean, untrusted = _one_view_or_all_a_little(rng)
+    untrusted["hidden"] = {v: rng.uniform(0, 1, 400) for v in views}
+    del untrusted["many2"]
+    methods = (Method("fisher"), Method("tippett"))
+    choice = choose_fusion(views, clean, untrusted, methods=methods, criterion="strength")
+    assert choice.method == "tippett"
+    assert choice.per_kind["tippett"]["one"] == pytest.approx(0.0)  # as strong as mahalanobis
+    assert choice.per_kind["fisher"]["one"] < -0.5  # most of what mahalanobis caught, lost
+    assert choice.to_dict()["criterion_name"] == "strength"
