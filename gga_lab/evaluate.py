@@ -17,6 +17,10 @@ inputs (or independent of them, for out-of-distribution sets):
   reported separately as ``corrupted_wrong`` (a misclassification to catch, not a shift alone);
 - adaptive attacks on GGA: ``tpgd_ce``, ``tpgd_mse`` (targeted PGD, random targets) and ``csa``
   (the cosine-similarity attack), successful only;
+- the adaptive attack on the shipped trust score itself, ``adaptive_trust``
+  (``gga_lab.adaptive_trust``), on the first ``n_slow`` positives: its misclassified outputs,
+  and, beside the plain PGD on the same inputs, the share that ends misclassified **and** trusted
+  (``EvalResult.adaptive_trust``);
 - beyond the paper: ``pgd_linf_min``, PGD l_inf stopped at each input's first successful step.
 
 Per kind: TNR@95TPR and each detector's rank; pooled over the table's kinds: AUROC, AUPR-In,
@@ -27,6 +31,7 @@ order as the trust score up to ties), each of its views alone, and every baselin
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,6 +44,7 @@ from detectors.base import Detector
 from detectors.engine import EngineOutput
 from detectors.pipeline import GGAPipeline
 from detectors.trust import TrustScorer
+from gga_lab.adaptive_trust import DEFAULT_LAM, AdaptiveReport, attack_trust
 from gga_lab.attack_registry import AttackKind
 from gga_lab.baselines import KNN, ODIN, EnergyScore, GradNorm, Mahalanobis, MaxSoftmax
 from gga_lab.fit import LINF_EPS
@@ -59,7 +65,10 @@ TABLE_KINDS: tuple[str, ...] = (
     "ood_mnist",
     "ood_corrupted",
 )
-ADAPTIVE_KINDS: tuple[str, ...] = ("tpgd_ce", "tpgd_mse", "csa")
+ADAPTIVE_KINDS: tuple[str, ...] = ("tpgd_ce", "tpgd_mse", "csa", "adaptive_trust")
+# Made by attacking the served pipeline itself, so only once it is built (and not by an attack of
+# the registry, which knows the model alone).
+PIPELINE_KINDS: tuple[str, ...] = ("adaptive_trust",)
 # Not in the paper: PGD l_inf that stops each input at its first successful step, so it sits just
 # past the decision boundary (as L-BFGS's minimal perturbations do) rather than deep inside;
 # and the corrupted CIFAR-10 images the model gets wrong.
@@ -202,13 +211,17 @@ class EvalConfig:
     Attributes:
         n: clean test inputs drawn (positives are the correctly classified ones); each kind has
             at most this many inputs.
-        n_slow: cap for the slow attacks (L-BFGS, CSA).
+        n_slow: cap for the slow attacks (L-BFGS, CSA, the adaptive attack on the trust score).
         seed: seeds every attack and noise source.
         eps_linf: l_inf budget; ``None`` = the data set's (MNIST 0.3, Fashion-MNIST 0.1, CIFAR
             8/255). ``eps_l2`` defaults to the data set's (CIFAR-10: 0.5, the paper's), else 10 x
             the l_inf budget (the paper's rule for the grey data sets).
         pgd_steps: PGD iterations (the paper: 70, step eps/4).
         csa_steps: CSA iterations (the paper: 100).
+        adaptive_steps: iterations of the adaptive attack on the trust score and of the plain
+            PGD it is compared with (steps of eps/4).
+        adaptive_lam: its weight of the views' evidence against the cross-entropy once the
+            label is wrong (``gga_lab.adaptive_trust``).
         n_baseline_fit: clean training inputs the baselines are fitted/tuned on.
         kinds: kinds to run, a subset of ``ALL_KINDS``.
         batch_size: inputs per batch.
@@ -227,6 +240,8 @@ class EvalConfig:
     eps_l2: float | None = None
     pgd_steps: int = 70
     csa_steps: int = 100
+    adaptive_steps: int = 100
+    adaptive_lam: float = DEFAULT_LAM
     n_baseline_fit: int = 5000
     kinds: tuple[str, ...] = ALL_KINDS
     batch_size: int = 128
@@ -262,6 +277,7 @@ class EvalResult:
     ranks: dict[str, dict[str, int]]
     detector: dict[str, Any]
     seconds: float
+    adaptive_trust: AdaptiveReport | None = None  # None when the kind was not run
     scores: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
     examples: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
 
@@ -543,13 +559,62 @@ def _untrusted_inputs(
     eps = attack_budgets(dataset, cfg)
     inputs, info = {}, {}
     for kind in cfg.kinds:
-        if kind in CIFAR_KINDS and dataset != "cifar10":
+        if (kind in CIFAR_KINDS and dataset != "cifar10") or kind in PIPELINE_KINDS:
             continue
         inputs[kind], info[kind] = make_untrusted(
             kind, model, x, y, eps, cfg, dataset, data_dir, progress
         )
         logger.info("%s: %s", kind, info[kind])
     return inputs, info
+
+
+def _attack_the_trust_score(
+    model: nn.Module,
+    pipeline: GGAPipeline,
+    x: Tensor,
+    y: Tensor,
+    dataset: str,
+    cfg: EvalConfig,
+    progress: bool,
+) -> tuple[AdaptiveReport | None, dict[str, Tensor], dict[str, dict[str, Any]]]:
+    """The adaptive attack on the trust score (``gga_lab.adaptive_trust``), when asked for.
+
+    Args:
+        model: the classifier.
+        pipeline: the served pipeline, whose scorer the attack knows.
+        x, y: the positives; the first ``cfg.n_slow`` are attacked.
+        dataset: the model's data set (the l_inf budget, ``attack_budgets``).
+        cfg: the evaluation config (``kinds``, ``adaptive_steps``, ``adaptive_lam``, seed).
+        progress: progress bars.
+
+    Returns:
+        ``(report, {"adaptive_trust": misclassified outputs}, {"adaptive_trust": kind info})``,
+        or ``(None, {}, {})`` when ``adaptive_trust`` is not in ``cfg.kinds``.
+    """
+    if "adaptive_trust" not in cfg.kinds:
+        return None, {}, {}
+    x, y = x[: cfg.n_slow], y[: cfg.n_slow]
+    bar = partial(tqdm, desc="attack adaptive_trust", unit="batch", leave=False)
+    run = attack_trust(
+        model,
+        pipeline,
+        x,
+        y,
+        eps=attack_budgets(dataset, cfg)["linf"],
+        steps=cfg.adaptive_steps,
+        lam=cfg.adaptive_lam,
+        seed=cfg.seed,
+        batch_size=min(cfg.batch_size, 50),
+        progress=partial(bar, disable=not progress),
+    )
+    wrong = torch.as_tensor(run.outcome.pred != y.cpu().numpy())
+    info = {
+        "n_attempted": len(x),
+        "n_untrusted": int(wrong.sum()),
+        "success_rate": run.report.adaptive_misclassified,
+    }
+    logger.info("adaptive_trust: %s", info)
+    return run.report, {"adaptive_trust": run.x_adv[wrong]}, {"adaptive_trust": info}
 
 
 def _false_alarm(
@@ -609,6 +674,10 @@ def evaluate_model(
     # Built after the attacks: the served pipeline runs numpy's BLAS on one thread from here on,
     # as the service does, while L-BFGS's optimiser above kept its usual threads.
     pipeline = GGAPipeline(model, scorer)
+    adaptive, made, made_info = _attack_the_trust_score(
+        model, pipeline, x_test[correct], y_test[correct], dataset, cfg, progress
+    )
+    untrusted, kinds_info = {**untrusted, **made}, {**kinds_info, **made_info}
     scores: dict[str, dict[str, np.ndarray]] = {}
     examples: dict[str, dict[str, np.ndarray]] = {}
     flagged_clean = np.empty(0, dtype=bool)
@@ -639,6 +708,7 @@ def evaluate_model(
         ranks=rank_detectors(tnr),
         detector=scorer.summary(),
         seconds=time.perf_counter() - start,
+        adaptive_trust=adaptive,
         scores=scores,
         examples=examples,
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from gga_lab.adaptive_trust import AdaptiveReport
 from gga_lab.evaluate import (
     ADAPTIVE_KINDS,
     COLUMNS,
@@ -36,6 +37,7 @@ KIND_LABELS: dict[str, str] = {
     "tpgd_ce": "T-PGD CE",
     "tpgd_mse": "T-PGD MSE",
     "csa": "CSA",
+    "adaptive_trust": "adaptive on the trust score",
     "pgd_linf_min": "PGD l∞ stopped at success",
 }
 
@@ -72,8 +74,8 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
         f"{r.detector.get('seed')}). Evaluation: {r.n_clean} {source} inputs ({drawn}), "
         f"{100 * r.clean_accuracy:.1f}% correct; the {fa['n']} correct ones are the positives. "
         f"Seed {r.config['seed']}; eps l∞ {r.eps['linf']:.4g}, l2 {r.eps['l2']:.4g}; PGD "
-        f"{r.config['pgd_steps']} steps of eps/4; L-BFGS and CSA on the first "
-        f"{r.config['n_slow']} positives; {r.seconds / 60:.1f} min.",
+        f"{r.config['pgd_steps']} steps of eps/4; L-BFGS, CSA and the adaptive attack on the "
+        f"trust score on the first {r.config['n_slow']} positives; {r.seconds / 60:.1f} min.",
         "",
         f"False alarms (trust < alpha = {fa['alpha']}) on clean, correctly classified {source} "
         f"inputs: **{_pct(fa['rate'])}%** (n = {fa['n']}); misclassified clean {source} inputs "
@@ -123,6 +125,7 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
         "Adaptive attacks (TNR@95TPR %, successful attacks only):",
         paper_row=("GGA", gga_paper) if gga_paper else None,
     )
+    lines += adaptive_trust_section(r.adaptive_trust)
     lines += _kind_table(
         r,
         EXTRA_KINDS,
@@ -140,6 +143,38 @@ def markdown(result: EvalResult, command: str | None = None, figures: str = ".")
         "",
     ]
     return "\n".join(lines)
+
+
+def adaptive_trust_section(report: AdaptiveReport | None) -> list[str]:
+    """The plain and the adaptive attack's success on the trust score, or that it was not run.
+
+    Success: the label is wrong **and** the trust score is at or above alpha (not flagged), as
+    a share of the attempted inputs (``gga_lab.adaptive_trust``).
+    """
+    lines = ["", "### Adaptive attack on the trust score", ""]
+    if report is None:
+        return [*lines, "Not measured in this evaluation (the kind `adaptive_trust` was not run)."]
+    a = report
+    not_attacked = ", ".join(a.views_not_attacked) or "none"
+    return [
+        *lines,
+        f"Success = label wrong **and** trust >= alpha = {a.alpha} (not flagged), as a share of "
+        f"the {a.n} attempted positives. Both attacks: l∞ eps {a.eps:.4g}, {a.steps} steps of "
+        f"eps/4 from the same random start. The adaptive one knows the fitted scorer: it "
+        f"descends a torch surrogate of its views (weight {a.lam_before:g} while the label is "
+        f"right, {a.lam:g} once it is wrong), and keeps each input's best iterate by the real "
+        f"pipeline, scored every "
+        f"{a.check_every} steps (`gga_lab/adaptive_trust.py`).",
+        "",
+        "| attack | misclassified (%) | misclassified and trusted: success (%) |",
+        "|---|---|---|",
+        f"| plain PGD l∞ | {_pct(a.plain_misclassified)} | {_pct(a.plain_success)} |",
+        f"| adaptive | {_pct(a.adaptive_misclassified)} | **{_pct(a.adaptive_success)}** |",
+        f"| either of the two | – | {_pct(a.either_success)} |",
+        "",
+        f"Views in the adaptive attack's gradient: {', '.join(a.views_attacked) or 'none'}; "
+        f"fused but left out of it (no surrogate): {not_attacked}.",
+    ]
 
 
 def _detector_phrase(detector: dict) -> str:

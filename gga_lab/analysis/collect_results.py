@@ -6,7 +6,10 @@ the summary table between the two summary markers, which this script computes fr
 AUROC against every single view and baseline, its TNR per kind against the best single view's,
 its TNR on PGD l_inf) and, where ``docs/results/<model>/other_fusion.json`` exists, the PGD
 l_inf TNR of the fusion the model did not ship (supervised if it ships an unsupervised one, and
-the other way round); the table of which view alone catches most of each kind; and, where
+the other way round), and the adaptive attack on the trust score: the share of attempted inputs
+that the plain PGD l_inf and the adaptive attack (``gga_lab.adaptive_trust``) leave misclassified
+and trusted ("not measured" for reports written before it); the table of which view alone
+catches most of each kind; and, where
 ``docs/results/<model>/fusion_offline.json`` exists
 (``gga lab fusion --json``), the table of what the per-kind floor costs in
 false alarms. Below the per-model marker, one section per ``results.md``, with figure links made
@@ -94,13 +97,27 @@ def _other_fusion(folder: Path) -> str:
     return f"{other['tnr'][TRUST]['pgd_linf'] * 100:.1f} ({fusion})"
 
 
+def adaptive_cell(result: dict) -> str:
+    """The adaptive attack on the trust score in one cell: the share of attempted inputs each
+    attack left misclassified and trusted (``gga_lab.adaptive_trust``); "not measured" for
+    results written before it existed or without the kind."""
+    a = result.get("adaptive_trust")
+    if not a:
+        return "not measured"
+    return (
+        f"{100 * a['plain_success']:.1f}% → **{100 * a['adaptive_success']:.1f}%** "
+        f"({100 * a['either_success']:.1f}%; n = {a['n']})"
+    )
+
+
 def summary_table(folders: list[Path]) -> str:
     lines = [
         "| model | shipped fusion (views) | trust score pooled AUROC | best single pooled AUROC "
         "| pooled floor | largest per-kind TNR gap to the best view | per-kind floor "
         "| PGD l∞ TNR: trust score | best single on PGD l∞ | the other fusion on PGD l∞ "
-        "| false alarms, 1,000 test inputs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| false alarms, 1,000 test inputs "
+        "| attacks misclassified and trusted: plain PGD l∞ → adaptive (either) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for folder in folders:
         path = folder / "results.json"
@@ -108,7 +125,7 @@ def summary_table(folders: list[Path]) -> str:
             continue
         result = json.loads(path.read_text())
         if TRUST not in result["tnr"]:  # a report of the single-LODA detector, before issue 13
-            lines.append(f"| {folder.name} | not re-evaluated since issue 13 |" + " |" * 9)
+            lines.append(f"| {folder.name} | not re-evaluated since issue 13 |" + " |" * 10)
             continue
         f = floors(result)
         kind, gap = f["worst_kind"]
@@ -121,7 +138,8 @@ def summary_table(folders: list[Path]) -> str:
             f"| {gap:+.1f} ({KIND_TITLES.get(kind, kind)}) "
             f"| {'met' if f['kind_floor'] else '**not met**'} "
             f"| {f['trust_pgd']:.1f} (n = {f['n_pgd']}) | {pgd_name} {pgd_best:.1f} "
-            f"| {_other_fusion(folder)} | {f['false_alarm']:.1f}% (n = {f['n_clean']}) |"
+            f"| {_other_fusion(folder)} | {f['false_alarm']:.1f}% (n = {f['n_clean']}) "
+            f"| {adaptive_cell(result)} |"
         )
     return "\n".join(lines)
 

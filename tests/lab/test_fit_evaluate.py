@@ -167,7 +167,10 @@ def test_fit_refuses_too_few_correct_inputs(tiny_mnist) -> None:
 
 def test_views_that_need_features_are_refused_for_a_model_without_them(tiny_mnist) -> None:
     model = seeded(TinyLinear, in_shape=(1, 28, 28), num_classes=10)
-    with pytest.raises(ViewUnavailableError, match=r"need what linear does not have: penultimate features.*--views gga-paper"):
+    with pytest.raises(
+        ViewUnavailableError,
+        match=r"need what linear does not have: penultimate features.*--views gga-paper",
+    ):
         fit_trust_scorer(
             model,
             tiny_mnist.x_train[:400],
