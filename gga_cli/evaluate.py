@@ -20,7 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="model name in the repository")
     p.add_argument("--n", type=int, default=1000, help="clean test inputs (bounds every kind)")
-    p.add_argument("--n-slow", type=int, default=100, help="inputs for L-BFGS and CSA")
+    p.add_argument(
+        "--n-slow",
+        type=int,
+        default=100,
+        help="inputs for L-BFGS, CSA and the adaptive attack on the trust score",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of attacks and noise")
     p.add_argument("--eps", type=float, help="l_inf budget (default: the data set's)")
     p.add_argument("--pgd-steps", type=int, default=70, help="PGD iterations (paper: 70)")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from detectors.calibration import DEFAULT_ALPHA, TAILS
 from detectors.fusion import FUSIONS
-from detectors.views import VIEWS, available_views
+from detectors.views import VIEWS
 from gga_lab.fit import RESCALE_CHOICES
 from gga_lab.selection import CRITERIA
 
@@ -36,9 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--views",
         type=_names,
         help=f"comma-separated views to choose the fusion among (default: those of "
-        f"{','.join(available_views(True, default_only=True))} the model can serve; "
-        f"{','.join(v for v in VIEWS if v not in available_views(True, default_only=True))} "
-        "on request)",
+        f"{','.join(VIEWS)} the model can serve)",
     )
     p.add_argument(
         "--fusion",
@@ -56,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--criterion",
         choices=tuple(CRITERIA),
-        default="auroc",
+        default="strength",
         help="what the choice of fusion and rescaling maximises over the left-out kinds: their "
         "mean AUROC (auroc, the default), the mean share flagged at --alpha (tnr, the "
         "threshold where the service works), the share flagged on the worst kind (worst) or "
@@ -75,8 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--untrusted-kinds",
         type=_names,
         help="comma-separated kinds of untrusted input made from training images to choose the "
-        "fusion on (default: the zoo's eight; `deepfool` adds the minimal-perturbation family; "
-        "docs/detectors.md)",
+        "fusion on (default: all ten; docs/detectors.md)",
     )
     p.add_argument("--top-n", type=int, help="saliency for the N most probable classes only")
     p.add_argument(

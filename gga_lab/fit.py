@@ -47,7 +47,6 @@ from detectors.views.gga import GGAPaperView
 from detectors.views.penultimate import KNNView
 from gga_lab.collect import collect_view_inputs
 from gga_lab.selection import CRITERIA, FusionChoice, Method, choose_fusion, default_methods
-from gga_lab.untrusted import KINDS as UNTRUSTED_KINDS
 from gga_lab.untrusted import TRAINING_KINDS, make_training_untrusted
 from models.blocks import has_blocks
 from models.penultimate import has_penultimate
@@ -100,7 +99,7 @@ class FitConfig:
     views: tuple[str, ...] | None = None
     fusion: str | None = None
     rescale: str = "auto"
-    criterion: str = "auroc"
+    criterion: str = "strength"
     view_tail: str = "none"
     n_fit: int = 10_000
     n_view_cal: int = 1_000
@@ -145,11 +144,11 @@ class FitConfig:
         if min(sizes) < 1:
             raise DetectorFitError(f"n_fit, n_view_cal, n_tune and n_cal must be positive: {sizes}")
         check_alpha(self.alpha)
-        unknown = sorted(set(self.untrusted_kinds) - set(UNTRUSTED_KINDS))
+        unknown = sorted(set(self.untrusted_kinds) - set(TRAINING_KINDS))
         if unknown or not self.untrusted_kinds:
             raise DetectorFitError(
                 f"unknown untrusted kinds {unknown or '(none given)'}; choose from "
-                f"{', '.join(UNTRUSTED_KINDS)}"
+                f"{', '.join(TRAINING_KINDS)}"
             )
 
 
@@ -478,7 +477,7 @@ def _view_names(
                 " and no ".join(lacking),
                 ", ".join(v for v in VIEWS if v not in served),
             )
-        return available_views(penultimate, default_only=True, has_blocks=blocks)
+        return served
     missing = [v for v in config.views if v not in served]
     if missing:
         raise ViewUnavailableError(

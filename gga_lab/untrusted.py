@@ -13,14 +13,10 @@ adaptive attacks that are not here). Kinds:
 - ``corruption``: a random common corruption at severity 4 or 5 (``attacks.corruptions``);
 - ``patch_shuffle``: the image cut in a 4 x 4 grid and its tiles shuffled (local statistics of
   the data, no global shape);
-- ``blend``: the average of two training images of different classes (ambiguous inputs).
-
-Made on request, not by default (``KINDS`` beyond ``TRAINING_KINDS``; ``gga fit
---untrusted-kinds``):
-
+- ``blend``: the average of two training images of different classes (ambiguous inputs);
 - ``deepfool``: DeepFool (l_2) run until each input crosses its nearest boundary, and no further:
   the minimal-perturbation family, which a max softmax catches because such inputs are barely
-  confident.
+  confident;
 - ``warp``: random shears, scalings and shifts (no rotation) that change the prediction: the
   geometric family, whole images moved until the model errs, which the evaluation's rotations
   belong to (rotation itself stays out, so that kind is still unseen).
@@ -45,9 +41,9 @@ TRAINING_KINDS: tuple[str, ...] = (
     "corruption",
     "patch_shuffle",
     "blend",
+    "deepfool",
+    "warp",
 )
-# Every kind the fit can make; the default set is TRAINING_KINDS, which the zoo was fitted with.
-KINDS: tuple[str, ...] = (*TRAINING_KINDS, "deepfool", "warp")
 CORRUPTION_SEVERITIES: tuple[int, ...] = (4, 5)  # the two strongest, each on half the images
 
 
@@ -178,7 +174,7 @@ def make_training_untrusted(
         y: their labels.
         eps: l_inf budget of the attacks and the noise (the data set's evaluation budget).
         seed: seeds every attack and draw.
-        kinds: a subset of ``KINDS``.
+        kinds: a subset of ``TRAINING_KINDS``.
         pgd_steps: iterations of both PGD kinds (step eps/4, random start).
         batch_size: inputs per attack call.
         progress: progress bars.
@@ -191,9 +187,9 @@ def make_training_untrusted(
     """
     from models.data.ood import gaussian_noise, uniform_noise
 
-    unknown = sorted(set(kinds) - set(KINDS))
+    unknown = sorted(set(kinds) - set(TRAINING_KINDS))
     if unknown:
-        raise ValueError(f"unknown kinds {unknown}; choose from {', '.join(KINDS)}")
+        raise ValueError(f"unknown kinds {unknown}; choose from {', '.join(TRAINING_KINDS)}")
     by_attack = training_attack_kinds(eps, seed, pgd_steps)
     generator = torch.Generator().manual_seed(seed)
     shape = tuple(x.shape[1:])

@@ -27,14 +27,11 @@ VIEWS: dict[str, type[View]] = {
 }
 
 
-def available_views(
-    has_penultimate: bool, default_only: bool = False, has_blocks: bool = True
-) -> tuple[str, ...]:
+def available_views(has_penultimate: bool, has_blocks: bool = True) -> tuple[str, ...]:
     """The names of the views a model can serve: all, or those that need nothing it lacks.
 
     Args:
         has_penultimate: whether the model exposes penultimate features.
-        default_only: only the views ``gga fit`` fits when no ``--views`` are given.
         has_blocks: whether the model has blocks (``models.blocks.has_blocks``).
     """
     return tuple(
@@ -42,7 +39,6 @@ def available_views(
         for n, cls in VIEWS.items()
         if (has_penultimate or not cls.needs_penultimate)
         and (has_blocks or not cls.needs_blocks)
-        and (cls.fitted_by_default or not default_only)
     )
 
 

@@ -95,9 +95,6 @@ class View(Detector):
     needs_penultimate: ClassVar[bool] = False
     needs_squeezed: ClassVar[bool] = False  # the engine's squeezed logits (EngineOptions.squeeze)
     needs_blocks: ClassVar[bool] = False  # the engine's block features (EngineOptions.blocks)
-    # Whether `gga fit` without --views fits it; a new view joins the default once a refit of the
-    # zoo has measured that the fusion keeps what it catches.
-    fitted_by_default: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._fitted = False

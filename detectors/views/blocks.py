@@ -35,8 +35,6 @@ class BlocksView(View):
     name = "blocks"
     title = "unusual inner layers"
     needs_blocks: ClassVar[bool] = True
-    # Fitted on request (--views) until a refit of the zoo measures what it adds to the fusion.
-    fitted_by_default: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()

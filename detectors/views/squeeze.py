@@ -53,9 +53,6 @@ class SqueezeView(View):
     name = "squeeze"
     title = "prediction stability"
     needs_squeezed: ClassVar[bool] = True
-    # Alone it beats the fused score of the default views on PGD (docs/detectors.md); fused by
-    # today's rules it can lose that, so it is fitted on request (--views) until issue 23's fusion.
-    fitted_by_default: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()

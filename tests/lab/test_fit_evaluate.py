@@ -365,7 +365,7 @@ def test_the_squeeze_view_is_fitted_on_request_and_served(tiny_mnist) -> None:
     from detectors.pipeline import GGAPipeline
     from detectors.views import available_views
 
-    assert "squeeze" not in available_views(True, default_only=True)  # not by default yet
+    assert "squeeze" in available_views(True)
     t = tiny_mnist
     scorer = _fit_tiny(t, FitConfig(**SMALL, views=("gga-csm", "msp", "squeeze"), fusion="fisher"))
     assert scorer.engine_options["squeeze"] is True and "squeeze" in scorer.view_names
