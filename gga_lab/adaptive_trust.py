@@ -25,7 +25,7 @@ views (32 inputs, eps 0.15, 20 steps), descending the evidence alone after the l
 fooled the trust score less often than the plain PGD (56% against 66%), and with the
 cross-entropy beside it more often (69%). On ``mnist-lenet-low`` both reach 92%.
 
-A fused view with no surrogate (the ``blocks`` view, any view added later) is not in the
+A fused view with no surrogate (a view added later without one) is not in the
 gradient; the report names it. The surrogates are not the trust score itself, so every
 ``check_every`` steps (and after the last) the batch goes through the **real** pipeline
 (``GGAPipeline.scored``), and each input keeps the best iterate so far: a misclassified one with

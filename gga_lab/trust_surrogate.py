@@ -18,8 +18,11 @@ that every view weighs alike (``calibration_scale``). ``TrustSurrogate`` does th
   of its entries (``gga-csm``), or LODA on its ten features (``gga-paper``), each histogram's log
   density linearly interpolated between bin centres so that it has a slope.
 
-A fused view with no surrogate here (the ``blocks`` view, a ``gga-paper`` view holding a
-format-1 logistic detector, any view added later) is left out of the gradient: the attack does
+- ``blocks``: the channel means of every block (``models.blocks`` with the graph kept), each
+  block's Mahalanobis distance from the view's fitted Gaussians, the largest scaled one;
+
+A fused view with no surrogate here (a ``gga-paper`` view holding a format-1 logistic
+detector, any view added later) is left out of the gradient: the attack does
 not push it, though the real trust score still counts it. ``TrustSurrogate.left_out`` names
 them, and the attack's report says so.
 
@@ -46,6 +49,7 @@ from detectors.trust import TrustScorer
 from detectors.views import View
 from detectors.views.projection import Projection
 from gga_lab.csa import with_softplus
+from models.blocks import block_features
 from models.penultimate import logits_and_features
 
 # The scale of a view is the spread of the upper half of its clean calibration scores, where the
@@ -192,6 +196,17 @@ def _squeeze(view: View, p: Pass) -> Tensor:
     return (drop / _as_tensor(view.scale, p.x.device)).amax(dim=1)
 
 
+def _blocks(view: View, p: Pass) -> Tensor:
+    blocks = block_features(p.surrogate.model, p.x, grad=True)
+    ratios = []
+    for gaussian, h, scale in zip(view.gaussians, blocks, view.scale, strict=True):
+        whiten, means = gaussian.whitened()
+        w = _project(gaussian.projection, h.double()) @ _as_tensor(whiten, p.x.device)
+        distance = (w[:, None, :] - _as_tensor(means, p.x.device)[None]).square().sum(dim=2)
+        ratios.append(distance.amin(dim=1) / float(scale))
+    return torch.stack(ratios, dim=1).amax(dim=1)
+
+
 def _gga_csm(view: View, p: Pass) -> Tensor:
     csm = p.csm().double()
     upper = torch.triu_indices(csm.shape[1], csm.shape[1], 1, device=csm.device)
@@ -249,6 +264,7 @@ SURROGATES: dict[str, Callable[[View, Pass], Tensor]] = {
     "mahalanobis": _mahalanobis,
     "knn": _knn,
     "squeeze": _squeeze,
+    "blocks": _blocks,
     "gga-csm": _gga_csm,
     "gga-paper": _gga_paper,
 }

@@ -44,7 +44,7 @@ def _leaf_modules(model: nn.Module) -> list[nn.Module]:
     return [] if first is None else leaves[first:]
 
 
-def block_features(model: nn.Module, x: Tensor) -> tuple[Tensor, ...]:
+def block_features(model: nn.Module, x: Tensor, *, grad: bool = False) -> tuple[Tensor, ...]:
     """The channel means of each block's output (B, C_b), shallowest first (``MAX_BLOCKS`` at most).
 
     One forward pass without gradients. Hooks are registered on the shared model for the length
@@ -55,6 +55,8 @@ def block_features(model: nn.Module, x: Tensor) -> tuple[Tensor, ...]:
     Args:
         model: a classifier in eval mode.
         x: its input batch (B, C, H, W).
+        grad: keep the graph, so the features are differentiable in ``x`` (an attack on the
+            ``blocks`` view); the engine leaves it off.
 
     Returns:
         One (B, C_b) float tensor per block. The tuple is empty for a model without blocks.
@@ -70,7 +72,7 @@ def block_features(model: nn.Module, x: Tensor) -> tuple[Tensor, ...]:
 
     handles = [m.register_forward_hook(record) for m in _leaf_modules(model)]
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             model(x)
     finally:
         for handle in handles:
