@@ -37,8 +37,7 @@ def available_views(has_penultimate: bool, has_blocks: bool = True) -> tuple[str
     return tuple(
         n
         for n, cls in VIEWS.items()
-        if (has_penultimate or not cls.needs_penultimate)
-        and (has_blocks or not cls.needs_blocks)
+        if (has_penultimate or not cls.needs_penultimate) and (has_blocks or not cls.needs_blocks)
     )
 
 
