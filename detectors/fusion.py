@@ -194,13 +194,15 @@ class LogisticFusion(Fusion):
 
 
 def _clean_rows(p_values: np.ndarray, labels: np.ndarray | None, what: str) -> np.ndarray:
-    """The rows of clean inputs (label 0, or all without labels), at least 20 of them."""
+    """The rows of clean inputs (label 0, or all without labels), at least 2 of them.
+
+    Few rows make a coarse fusion, not a wrong one: the final calibration of the fused score
+    keeps its false-alarm promise whatever the fusion learnt.
+    """
     p = np.asarray(p_values, dtype=np.float64)
     clean = p if labels is None else p[np.asarray(labels) == 0]
-    if len(clean) < 20:
-        raise DetectorFitError(
-            f"the {what} fusion needs 20 clean inputs at least, got {len(clean)}"
-        )
+    if len(clean) < 2:
+        raise DetectorFitError(f"the {what} fusion needs 2 clean inputs at least, got {len(clean)}")
     return clean
 
 

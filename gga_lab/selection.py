@@ -27,13 +27,17 @@ model has them: the gradient geometry is part of every trust score this service 
 """
 
 import itertools
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from detectors.base import DetectorFitError
 from detectors.fusion import FUSIONS, Fusion, surprise
 from gga_lab.metrics import auroc, tnr_at_tpr
+
+logger = logging.getLogger(__name__)
 
 GGA_VIEWS: tuple[str, ...] = ("gga-csm", "gga-paper")
 UNSUPERVISED_RULES: tuple[str, ...] = ("fisher", "cauchy", "tippett", "clean-knn", "guarded")
@@ -249,6 +253,23 @@ def _statistic(
     return fusion.statistic(matrix[:, cols])
 
 
+def _left_out_measure(
+    method: Method,
+    data: _Data,
+    learn_rows: np.ndarray,
+    measure_rows: np.ndarray,
+    kinds: list[str],
+    left_out: str,
+    subsets: list[tuple[str, ...]],
+    measure: _Criterion,
+) -> float:
+    """``method``'s measure on ``left_out``, having learnt from the other kinds."""
+    others = [k for k in kinds if k != left_out]
+    fusion = _learn(method, data, learn_rows, others, subsets, measure)
+    trusted = _statistic(fusion, data, measure_rows, None)
+    return measure(trusted, _statistic(fusion, data, None, left_out), left_out)
+
+
 def choose_fusion(
     views: tuple[str, ...],
     clean: dict[str, np.ndarray],
@@ -295,15 +316,17 @@ def choose_fusion(
     methods = methods or default_methods()
     scores, per_kind = {}, {}
     for method in methods:
-        per_kind[method.name] = {}
-        for left_out in kinds:
-            others = [k for k in kinds if k != left_out]
-            fusion = _learn(method, data, learn_rows, others, subsets, measure)
-            trusted = _statistic(fusion, data, measure_rows, None)
-            per_kind[method.name][left_out] = measure(
-                trusted, _statistic(fusion, data, None, left_out), left_out
-            )
+        try:
+            per_kind[method.name] = {
+                left_out: _left_out_measure(
+                    method, data, learn_rows, measure_rows, kinds, left_out, subsets, measure
+                )
+                for left_out in kinds
+            }
+        except DetectorFitError as err:  # e.g. a rule fitted on clean rows, with too few
+            logger.info("fusion %s is no candidate here: %s", method.name, err)
+            continue
         scores[method.name] = measure.aggregate(list(per_kind[method.name].values()))
-    best = max(methods, key=lambda m: scores[m.name])
+    best = max((m for m in methods if m.name in scores), key=lambda m: scores[m.name])
     fusion = _learn(best, data, np.arange(len(data.clean)), kinds, subsets, measure)
     return FusionChoice(best.name, fusion, scores, per_kind, criterion)

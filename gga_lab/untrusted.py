@@ -105,6 +105,8 @@ def misclassified_warps(
     """
     found = torch.zeros(len(x), dtype=torch.bool)
     out = x.clone()
+    if len(x) == 0:
+        return out, found
     for _ in range(tries):
         warped = random_warp(x, generator)
         with torch.no_grad():

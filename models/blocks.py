@@ -11,8 +11,9 @@ pools; the compact CNN: each stage before its pooling; ResNet-20: each of its th
 for imported graphs made of modules (onnx2torch's conversions). Leaf modules that run before the
 first module with parameters are skipped: they only see the input itself (``Normalize``).
 
-A model without 4-D leaf outputs (an MLP, or a ``torch.export`` graph of bare functions) has no
-blocks. The service then serves it without the view.
+A model without 4-D leaf outputs (an MLP, a ``torch.export`` graph of bare functions, or a
+TorchScript graph, whose modules take no hooks) has no blocks. The service then serves it
+without the view.
 """
 
 import threading
@@ -39,7 +40,12 @@ def _leaf_modules(model: nn.Module) -> list[nn.Module]:
 
     Definition order only decides which modules get a hook; the blocks follow call order.
     """
-    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    # TorchScript modules take no Python hooks: a scripted graph has no blocks here.
+    leaves = [
+        m
+        for m in model.modules()
+        if next(m.children(), None) is None and not isinstance(m, torch.jit.ScriptModule)
+    ]
     first = next((i for i, m in enumerate(leaves) if next(m.parameters(), None) is not None), None)
     return [] if first is None else leaves[first:]
 

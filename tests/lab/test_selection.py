@@ -126,3 +126,18 @@ def test_the_strength_criterion_keeps_what_one_view_catches_past_an_uncatchable_
     assert choice.per_kind["tippett"]["one"] == pytest.approx(0.0)  # as strong as mahalanobis
     assert choice.per_kind["fisher"]["one"] < -0.5  # most of what mahalanobis caught, lost
     assert choice.to_dict()["criterion_name"] == "strength"
+
+
+def test_a_rule_that_cannot_learn_from_so_few_clean_inputs_is_no_candidate():
+    # 24 clean inputs: the guarded rule's clean reference gets 6 rows inside leave-one-kind-out
+    # (a conformal calibration needs 20), so it is dropped, and the others still compete.
+    rng = np.random.default_rng(2)
+    views, clean, untrusted = _one_view_or_all_a_little(rng, n=24)
+    views = (*views, "msp")
+    clean["msp"] = rng.uniform(0, 1, 24)
+    for kind in untrusted:
+        untrusted[kind]["msp"] = rng.uniform(0, 1, 24)
+    methods = (Method("fisher"), Method("guarded"), Method("clean-knn"))
+    choice = choose_fusion(views, clean, untrusted, methods=methods, criterion="tnr")
+    assert set(choice.scores) == {"fisher", "clean-knn"}
+    assert choice.method in choice.scores
