@@ -1,18 +1,23 @@
 """PNG/JPEG bytes to model input and back: the one place that decodes untrusted images.
 
-``decode_image`` checks the format and the pixel count from the header before any pixel is
-decoded (a 20000x20000 PNG is a few kB on the wire and 400 MB in memory), then converts mode
-and size to what the model takes. ``encode_png`` writes example images and saliency maps.
+``decode_image`` reads the format, size and EXIF orientation from the header, asks the JPEG
+decoder for the smallest DCT scale (1/2, 1/4 or 1/8) that still covers what the model's
+resize needs, and checks the pixel count that will actually be decoded before any pixel is
+(a 20000x20000 PNG is a few kB on the wire and 400 MB in memory). A 4000x3000 phone photo for
+a 224x224 model is therefore decoded at 500x375, never at full size. It then turns the image
+upright, converts mode and size to what the model takes. ``encode_png`` writes example images
+and saliency maps.
 """
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from models.errors import ImageError
@@ -33,10 +38,21 @@ _OTHER_SIGNATURES = (
 )
 ResizeMode = Literal["stretch", "center-crop"]
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L"})
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientations 5-8 turn the picture a quarter: the stored width is the shown height.
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
 
 class ImageTooLargeError(ImageError):
-    """The image's pixel count, read from its header, exceeds the allowed maximum."""
+    """The pixels an image would decode to, known from its header, exceed the allowed maximum.
+
+    Attributes:
+        pixels: that count (0 where the decoder refused before it could say).
+    """
+
+    def __init__(self, message: str, pixels: int = 0) -> None:
+        super().__init__(message)
+        self.pixels = pixels
 
 
 def _sniff(data: bytes) -> str | None:
@@ -75,11 +91,54 @@ def fit_to_size(im: Image.Image, width: int, height: int, mode: ResizeMode) -> I
     if mode != "center-crop":
         raise ValueError(f"unknown resize mode {mode!r}; expected 'stretch' or 'center-crop'")
     # Crop first, then scale: scaling with a box would let the filter read past the window.
-    crop_w = min(im.width, max(1, round(im.height * width / height)))
-    crop_h = min(im.height, max(1, round(im.width * height / width)))
+    crop_w, crop_h = _crop_window(im.width, im.height, width, height)
     left, top = (im.width - crop_w) // 2, (im.height - crop_h) // 2
     window = im.crop((left, top, left + crop_w, top + crop_h))
     return window.resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _crop_window(image_w: int, image_h: int, width: int, height: int) -> tuple[int, int]:
+    """The largest centred window of an image_w x image_h image with width:height's aspect."""
+    crop_w = min(image_w, max(1, round(image_h * width / height)))
+    crop_h = min(image_h, max(1, round(image_w * height / width)))
+    return crop_w, crop_h
+
+
+def _upright_size(im: Image.Image) -> tuple[tuple[int, int], bool]:
+    """The image's size as shown (EXIF orientation applied) and whether it turns a quarter."""
+    try:
+        orientation = im.getexif().get(_EXIF_ORIENTATION)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        orientation = None  # a damaged EXIF block: show the pixels as stored
+    turned = orientation in _QUARTER_TURNS
+    width, height = im.size
+    return ((height, width) if turned else (width, height)), turned
+
+
+def _request_reduced_scale(
+    im: Image.Image, target: tuple[int, int], mode: ResizeMode, resize: bool
+) -> None:
+    """Ask a JPEG decoder for the smallest DCT scale that still covers the model's input.
+
+    The size requested is what the resize reads, so the scaled image's crop window (or whole
+    image, when stretching) is at least the model's size and the bilinear resize still only
+    shrinks. PNG has no reduced decode; ``draft`` is a no-op there.
+    """
+    if im.format != "JPEG" or not resize:
+        return
+    (shown_w, shown_h), turned = _upright_size(im)
+    width, height = target
+    if mode == "center-crop":
+        crop_w, crop_h = _crop_window(shown_w, shown_h, width, height)
+    else:
+        crop_w, crop_h = shown_w, shown_h
+    need_w = -(-width * shown_w // crop_w)  # ceil: the window of the scaled image >= target
+    need_h = -(-height * shown_h // crop_h)
+    if turned:
+        need_w, need_h = need_h, need_w
+    # Keep the decoder's mode: asking for "L" would take JPEG's own luma, which rounds
+    # differently from the convert() that every other image goes through.
+    im.draft(None, (need_w, need_h))
 
 
 def decode_image(
@@ -99,16 +158,17 @@ def decode_image(
             image has its channel repeated).
         resize: resize an image of another size to (H, W) (``fit_to_size``); if False such an
             image is refused.
-        max_pixels: largest width x height accepted, checked from the header before decoding.
+        max_pixels: largest width x height decoded, checked before any pixel is: the header's
+            size for PNG, the reduced size a JPEG is decoded at (``_request_reduced_scale``).
         min_side: shortest width or height accepted (an image far smaller than the model's input
             holds too little to classify), also checked from the header.
         resize_mode: ``"stretch"`` or ``"center-crop"`` (the card's ``resize_mode``).
 
     Returns:
-        Float tensor (C, H, W) in [0, 1].
+        Float tensor (C, H, W) in [0, 1], upright as the EXIF orientation says.
 
     Raises:
-        ImageTooLargeError: the header declares more than ``max_pixels`` pixels.
+        ImageTooLargeError: more than ``max_pixels`` pixels would be decoded.
         ImageError: not an image, a format other than PNG/JPEG, truncated or corrupt data, a
             side shorter than ``min_side``, or the wrong size with ``resize=False``.
     """
@@ -121,8 +181,10 @@ def decode_image(
         # formats= keeps every other decoder (and its header parser) out of reach.
         im = Image.open(io.BytesIO(data), formats=list(SUPPORTED_FORMATS))
     except Image.DecompressionBombError as err:
+        claimed = re.search(r"\((\d+) pixels\)", str(err))  # PIL names the header's count
         raise ImageTooLargeError(
-            f"image too large to decode ({err}); send at most {max_pixels} pixels"
+            f"image too large to decode ({err}); send at most {max_pixels} pixels",
+            pixels=int(claimed.group(1)) if claimed else 0,
         ) from err
     except UnidentifiedImageError as err:
         other = _sniff(data)
@@ -132,12 +194,22 @@ def decode_image(
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"corrupt PNG or JPEG header ({err})") from err
     with im:
-        width, height = im.size  # from the header: nothing decoded yet
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"image is {width}x{height} = {width * height} pixels, more than the "
-                f"{max_pixels} allowed; send a smaller image"
+        stored_w, stored_h = im.size  # from the header: nothing decoded yet
+        try:
+            _request_reduced_scale(im, (w, h), resize_mode, resize)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageError(f"corrupt JPEG header ({err})") from err
+        decoded_w, decoded_h = im.size  # what the decoder will hold
+        if decoded_w * decoded_h > max_pixels:
+            reduced = (
+                "" if im.size == (stored_w, stored_h) else f", {decoded_w}x{decoded_h} reduced"
             )
+            raise ImageTooLargeError(
+                f"image is {stored_w}x{stored_h}{reduced} = {decoded_w * decoded_h} pixels to "
+                f"decode, more than the {max_pixels} allowed; send a smaller image",
+                pixels=decoded_w * decoded_h,
+            )
+        (width, height), _ = _upright_size(im)
         if min(width, height) < min_side:
             raise ImageError(
                 f"image is {width}x{height} pixels; each side must be at least {min_side} "
@@ -145,7 +217,9 @@ def decode_image(
             )
         try:
             im.load()
+            im = ImageOps.exif_transpose(im)
             im = _to_mode(im, c)
+            width, height = im.size
             if (width, height) != (w, h):
                 if not resize:
                     raise ImageError(

@@ -13,7 +13,7 @@ class InputSpec:
         input_shape: The model's (C, H, W).
         resize: Resize images of another size (the model card's preprocessing).
         max_images: Most images per request.
-        max_pixels: Most pixels per image (checked from the header).
+        max_pixels: Most pixels decoded per image (checked before decoding).
         resize_mode: How an image of another size is resized (the card's ``resize_mode``).
     """
 

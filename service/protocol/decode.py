@@ -143,7 +143,7 @@ def decode_images(blobs: list[bytes], spec: InputSpec) -> Tensor:
     Raises:
         InvalidInput: No image.
         TooManyImages: More than ``spec.max_images``.
-        TooManyPixels: An image's header declares more than ``spec.max_pixels`` pixels.
+        TooManyPixels: An image would decode to more than ``spec.max_pixels`` pixels.
         InvalidImage: An image cannot be decoded or converted.
     """
     if not blobs:
@@ -164,18 +164,10 @@ def decode_images(blobs: list[bytes], spec: InputSpec) -> Tensor:
                 )
             )
         except ImageTooLargeError as err:
-            raise TooManyPixels(i, _pixels_in(str(err)), spec.max_pixels) from err
+            raise TooManyPixels(i, err.pixels, spec.max_pixels) from err
         except ImageError as err:
             raise InvalidImage(i, str(err)) from err
     return torch.stack(images)
-
-
-def _pixels_in(message: str) -> int:
-    """The pixel count quoted in an ``ImageTooLargeError`` message (0 if none)."""
-    for word in message.replace(",", " ").split():
-        if word.isdigit() and int(word) > 0:
-            return int(word)
-    return 0
 
 
 def decode_tensor(values: Any, spec: InputSpec) -> Tensor:

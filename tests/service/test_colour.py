@@ -14,6 +14,7 @@ from PIL import Image
 from models.imaging import encode_png
 from models.repository import ModelRepository
 from service.app import create_app
+from tests.helpers.photos import jpeg_bytes, phone_jpeg
 from tests.service.conftest import service_settings
 
 MODEL = "cifar10-tiny"
@@ -78,6 +79,26 @@ def test_a_large_photo_is_centre_cropped_as_the_card_says(client, model, cifar_t
         with torch.no_grad():
             agree += int(model(x[i : i + 1]).argmax()) == p["label"]
     assert agree >= 6
+
+
+def test_a_phone_photo_is_classified_with_default_limits(client: TestClient, cifar_test) -> None:
+    # A 12-megapixel JPEG of about 5 MB, far over GGA_MAX_PIXELS' default of one megapixel:
+    # it is decoded at 1/8 scale, so what counts against the limit is 500x375.
+    r = client.post(PREDICT, **_upload(phone_jpeg()))
+    assert r.status_code == 200, r.text
+    stored = client.get(f"/v1/predictions/{r.json()['predictions'][0]['id']}")
+    assert stored.status_code == 200
+    # EXIF orientation: a CIFAR image stored turned a quarter, tagged to be shown upright, is
+    # seen by the model as the upright image.
+    upright = (cifar_test.float()[3].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    big = np.asarray(Image.fromarray(upright).resize((320, 320), Image.Resampling.BICUBIC))
+    stored_turned = np.ascontiguousarray(np.rot90(big, k=1))  # shown after a quarter clockwise
+    answers = [
+        client.post(PREDICT + "?saliency=true", **_upload(data)).json()["predictions"][0]
+        for data in (jpeg_bytes(big), jpeg_bytes(stored_turned, orientation=6))
+    ]
+    assert answers[0]["label"] == answers[1]["label"]
+    np.testing.assert_allclose(answers[0]["probabilities"], answers[1]["probabilities"], atol=0.05)
 
 
 def test_a_grey_image_is_repeated_to_three_channels(client: TestClient, cifar_test) -> None:
