@@ -28,6 +28,13 @@ from torch import Tensor, nn
 from detectors.autotune import AutoTuner, bucket_of
 from detectors.csm import cosine_similarity_matrix
 from detectors.features import gga_features
+from detectors.memory import (
+    Capacity,
+    PassCost,
+    engine_memory_budget,
+    measure_pass_cost,
+    saved_bytes,
+)
 from detectors.saliency import to_maps
 from detectors.squeeze import squeezed_logits
 from detectors.strategies import STRATEGIES, Plan, StrategyResult, get_strategy, worth_trying
@@ -106,6 +113,40 @@ class EngineOutput:
     blocks: tuple[Tensor, ...] | None = None
 
 
+def _concat(parts: list[EngineOutput]) -> EngineOutput:
+    """One output from the outputs of consecutive chunks of a batch."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(name: str) -> Tensor | None:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    first = parts[0]
+    blocks = None
+    if first.blocks is not None:
+        blocks = tuple(torch.cat(chunk) for chunk in zip(*(p.blocks for p in parts), strict=True))
+    strategies = dict.fromkeys(p.strategy for p in parts)  # in order, without repeats
+    return EngineOutput(
+        **{name: cat(name) for name in _BATCHED_FIELDS},
+        strategy="+".join(strategies),
+        blocks=blocks,
+    )
+
+
+_BATCHED_FIELDS = (
+    "logits",
+    "probabilities",
+    "predicted",
+    "classes",
+    "saliency",
+    "csm",
+    "features",
+    "penultimate",
+    "squeezed",
+)
+
+
 def _default_strategy(bucket: int, device: torch.device) -> str:
     """What an untuned engine would use: replication at batch 1 on CPU, else the batched VJP."""
     return "replicate" if bucket == 1 and device.type == "cpu" else "batched"
@@ -119,17 +160,26 @@ class GradientEngine:
     the rest of its batch) and refuses otherwise rather than flipping a shared model back.
     Parameters are never written: gradients are taken with respect to the input only.
 
-    Calls are thread-safe: the only shared mutable state is the auto-tuner's cache (locked) and
-    the number of classes, learnt once under the same kind of lock.
+    Memory is bounded in bytes: the first call at an input size measures what one input's
+    backward pass holds (``detectors.memory``); a larger batch is computed in consecutive
+    chunks that fit ``memory_budget``, and the widened strategies take only as many rows at
+    once as the rest of the budget holds.
+
+    Calls are thread-safe: the only shared mutable state is the auto-tuner's cache (locked), the
+    number of classes and the measured capacity per input size, each learnt once under a lock.
 
     Args:
         model: classifier taking (B, C, H, W) pixels in [0, 1] and returning (B, classes) logits.
         options: see ``EngineOptions``.
         device: where to compute; default: the device of the model's parameters (CPU if none).
         tuning_repeats: timed runs per strategy when auto-tuning.
+        memory_budget: bytes one call may hold for its gradient passes; default
+            ``GGA_ENGINE_MEMORY_GB`` (``detectors.memory.engine_memory_budget``).
 
     Raises:
         ValueError: bad options (unknown strategy, top_n < 1).
+        MemoryBudgetError: a bad budget now, or (at the first call at an input size) a budget
+            too small for the pass of one input.
     """
 
     def __init__(
@@ -138,6 +188,7 @@ class GradientEngine:
         options: EngineOptions = EngineOptions(),
         device: torch.device | str | None = None,
         tuning_repeats: int = 3,
+        memory_budget: int | None = None,
     ) -> None:
         if device is None:
             param = next(model.parameters(), None)
@@ -150,6 +201,40 @@ class GradientEngine:
         self._tuner = AutoTuner(self.device, tuning_repeats, label=type(model).__name__)
         self._lock = threading.Lock()
         self._num_classes: int | None = None
+        self.memory_budget = engine_memory_budget() if memory_budget is None else memory_budget
+        self._capacity: dict[tuple[int, ...], Capacity] = {}
+
+    def capacity(self, input_shape: tuple[int, ...]) -> Capacity:
+        """What the memory budget holds at this input size, measured on the first ask.
+
+        Args:
+            input_shape: (C, H, W) of one input.
+
+        Raises:
+            MemoryBudgetError: the budget cannot hold the pass of one input.
+        """
+        key = tuple(int(d) for d in input_shape)
+        if key not in self._capacity:
+            with self._lock:
+                if key not in self._capacity:
+                    self._capacity[key] = Capacity(self.memory_budget, self._measure(key))
+                    logger.info(
+                        "engine memory for %s at %s: %s",
+                        type(self.model).__name__,
+                        "x".join(map(str, key)),
+                        self._capacity[key].describe(),
+                    )
+        return self._capacity[key]
+
+    def _measure(self, input_shape: tuple[int, ...]) -> PassCost:
+        self._check_eval()
+        try:
+            return measure_pass_cost(self.model, input_shape, self.device)
+        except RuntimeError:
+            # A graph exported for one fixed batch size cannot run two inputs: count its whole
+            # saved graph as each input's, which over- and never under-estimates.
+            one = saved_bytes(self.model, torch.rand(1, *input_shape, device=self.device))
+            return PassCost(per_input=one, shared=0)
 
     # -- strategy choice ---------------------------------------------------------------------
 
@@ -186,7 +271,10 @@ class GradientEngine:
             bucket -> chosen strategy.
         """
         chosen = {}
-        for bucket in sorted({bucket_of(b) for b in batch_sizes}):
+        # A batch over what the budget holds is computed in chunks of at most max_batch: only
+        # those buckets are ever run, so only they are tuned.
+        most = self.capacity(input_shape).max_batch
+        for bucket in sorted({bucket_of(min(b, most)) for b in batch_sizes}):
             x = torch.rand(bucket, *input_shape, device=self.device)
             if self.options.strategy == "auto":
                 chosen[bucket] = self._tune(x)
@@ -218,6 +306,12 @@ class GradientEngine:
                 train mode after the engine was built.
         """
         x = self._check_input(x)
+        most = self.capacity(tuple(x.shape[1:])).max_batch
+        if x.shape[0] > most:
+            return _concat([self._compute(chunk) for chunk in x.split(most)])
+        return self._compute(x)
+
+    def _compute(self, x: Tensor) -> EngineOutput:
         bucket = bucket_of(x.shape[0])
         name = self.strategy_for(x.shape[0])
         if self.options.strategy == "auto" and self._tuner.choice(bucket) is None:
@@ -255,7 +349,13 @@ class GradientEngine:
         num_classes = self._classes(x)
         top_n = self.options.top_n
         num_rows = num_classes if top_n is None else min(top_n, num_classes)
-        return Plan(num_rows=num_rows, top_n=top_n, rescale=self.options.rescale_logits)
+        capacity = self.capacity(tuple(x.shape[1:]))
+        return Plan(
+            num_rows=num_rows,
+            top_n=top_n,
+            rescale=self.options.rescale_logits,
+            max_rows_times_batch=capacity.max_rows_times_batch(x.shape[0]),
+        )
 
     def _classes(self, x: Tensor) -> int:
         """The model's number of classes, learnt from one input the first time."""

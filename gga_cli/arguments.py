@@ -1,5 +1,7 @@
 """Argument values the commands share the parsing of."""
 
+import sys
+
 from models.errors import GGAUserError
 
 
@@ -22,3 +24,18 @@ def positive_ints(text: str, option: str) -> list[int]:
             f"{option} must be positive integers separated by commas, got {text!r}"
         )
     return values
+
+
+def batch_size_for(given: int | None, model, input_shape: tuple[int, int, int]) -> int:
+    """``--batch-size``, or the largest the engine's memory budget holds (printed).
+
+    Raises:
+        MemoryBudgetError: the budget cannot hold the pass of one input.
+    """
+    from detectors.memory import batch_within_budget
+
+    if given is not None:
+        return given
+    size, capacity = batch_within_budget(model, input_shape)
+    sys.stderr.write(f"batch size {size}: {capacity.describe()} (GGA_ENGINE_MEMORY_GB)\n")
+    return size

@@ -6,6 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from gga_cli.arguments import batch_size_for
 from gga_lab.evaluate import ALL_KINDS, SPLITS
 
 
@@ -59,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "recorded in comparison.json",
     )
     p.add_argument("--no-compare", action="store_true", help="skip that comparison")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="inputs per attack batch and engine call (default: as many as "
+        "GGA_ENGINE_MEMORY_GB holds for this model, at most 128)",
+    )
     p.add_argument("--data-dir", help="data set folder (default $GGA_DATA_DIR)")
     p.add_argument("--repo", help="model repository folder")
     p.set_defaults(func=run)
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         n_baseline_fit=args.n_baseline_fit,
         split=args.split,
         drawn=drawn,
+        batch_size=batch_size_for(args.batch_size, loaded.module, card.input_shape),
     )
     result = evaluate_model(
         loaded.module,

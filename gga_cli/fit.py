@@ -6,12 +6,14 @@ know. They are split with the seed into the fit, tuning and calibration parts.
 """
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from detectors.calibration import DEFAULT_ALPHA, TAILS
 from detectors.fusion import FUSIONS
 from detectors.views import VIEWS
+from gga_cli.arguments import batch_size_for
 from gga_lab.fit import RESCALE_CHOICES
 from gga_lab.selection import CRITERIA
 
@@ -91,7 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--knn-k", type=int, default=10, help="k of the knn view")
     p.add_argument("--pgd-steps", type=int, default=40, help="PGD steps of the tuning attacks")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, views and attacks")
-    p.add_argument("--batch-size", type=int, default=128, help="inputs per engine call")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="inputs per engine call and attack batch (default: as many as GGA_ENGINE_MEMORY_GB "
+        "holds for this model, at most 128; docs/models.md)",
+    )
     p.add_argument("--data-dir", help="data set folder (default $GGA_DATA_DIR)")
     p.add_argument(
         "--data",
@@ -126,11 +133,13 @@ def run(args: argparse.Namespace) -> int:
         knn_k=args.knn_k,
         top_n=args.top_n,
         pgd_steps=args.pgd_steps,
-        batch_size=args.batch_size,
         **({"untrusted_kinds": args.untrusted_kinds} if args.untrusted_kinds else {}),
     )
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card
+    config = dataclasses.replace(
+        config, batch_size=batch_size_for(args.batch_size, loaded.module, card.input_shape)
+    )
     if args.data is not None:
         return _fit_on_user_images(args, config, loaded)
     train = load_dataset(card.dataset, "train", data_dir=args.data_dir)

@@ -1,6 +1,7 @@
 """End to end: fit a trust scorer on a tiny trained model, evaluate it, and the CLI commands."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -203,11 +204,16 @@ def zoo_copy(tmp_path):
     return tmp_path / "repo", name
 
 
-def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> None:
+def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys, monkeypatch) -> None:
     repo, name = zoo_copy
     common = ["--repo", str(repo), "--data-dir", str(shared_data_dir)]
     assert main(["evaluate", name, *common]) == 2
     assert f"gga fit {name}" in capsys.readouterr().err
+    # A memory budget too small for one image's pass is refused with budget and need.
+    monkeypatch.setenv("GGA_ENGINE_MEMORY_GB", "0.0001")
+    assert main(["fit", name, *common]) == 2
+    assert re.search(r"budget of 0.0001 GB cannot hold .* needs about", capsys.readouterr().err)
+    monkeypatch.delenv("GGA_ENGINE_MEMORY_GB")
     fit = [
         "fit",
         name,
@@ -230,7 +236,10 @@ def test_cli_fit_and_evaluate(zoo_copy, shared_data_dir, tmp_path, capsys) -> No
         "exponential",
     ]
     assert main([*fit, *common]) == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "wrote" in printed.out
+    # The batch size comes from the measured memory of one image's pass (tiny here: 128).
+    assert re.search(r"batch size 128: .* saved per input .* within 2 GB", printed.err)
     saved = json.loads((repo / name / "detector.json").read_text())
     assert saved["format_version"] == 2
     assert saved["model"]["weights_sha256"] == ModelRepository(repo).card(name).weights_sha256
