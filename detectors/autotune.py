@@ -5,7 +5,8 @@ small CPU model, the vmapped backward at larger batches), so it is measured rath
 A candidate that fails on the model (``vmap`` over an operator it has no batching rule for, in a
 graph converted from ONNX, say) is left out with a log line: requests never meet its failure.
 One ``AutoTuner`` serves one engine (one model on one device); batch sizes are grouped in
-power-of-two buckets. The cache is the only shared mutable state of an engine, behind a lock.
+power-of-two buckets. The cache is the only shared mutable state of an engine, behind a lock;
+measurements are serialised by another, so reading a choice never waits for one.
 """
 
 import logging
@@ -73,7 +74,8 @@ class AutoTuner:
         self.device = device
         self.repeats = repeats
         self.label = label
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the two dicts below
+        self._measuring = threading.Lock()  # one measurement at a time
         self._choices: dict[int, str] = {}
         self._timings: dict[int, dict[str, float]] = {}
 
@@ -87,11 +89,27 @@ class AutoTuner:
         with self._lock:
             return dict(self._timings.get(bucket, {}))
 
+    def known(self) -> dict[int, dict[str, object]]:
+        """Every tuned bucket: ``{bucket: {"choice": name, "timings": {name: seconds}}}``."""
+        with self._lock:
+            return {
+                b: {"choice": c, "timings": dict(self._timings.get(b, {}))}
+                for b, c in self._choices.items()
+            }
+
+    def remember(self, bucket: int, choice: str, timings: dict[str, float]) -> None:
+        """Adopt a winner measured earlier (a tuning cache), unless this bucket has one."""
+        with self._lock:
+            self._choices.setdefault(bucket, choice)
+            self._timings.setdefault(bucket, dict(timings))
+
     def tune(self, bucket: int, candidates: Sequence[str], run: Callable[[str], object]) -> str:
         """Measure ``run(name)`` for every candidate and remember the fastest for ``bucket``.
 
-        Holding the lock while measuring is deliberate: concurrent first calls wait for one
-        measurement instead of running several that would disturb each other's timings.
+        Measurements are serialised by their own lock: concurrent first calls wait for one
+        measurement instead of running several that would disturb each other's timings. The
+        choices are behind another, so a call at a tuned bucket never waits for a measurement
+        running in the background.
 
         Args:
             bucket: the batch-size bucket (the input ``run`` uses should have this size).
@@ -107,14 +125,15 @@ class AutoTuner:
         """
         if not candidates:
             raise ValueError("no strategy to tune: give at least one candidate")
-        with self._lock:
-            if bucket in self._choices:
-                return self._choices[bucket]
+        with self._measuring:
+            if (known := self.choice(bucket)) is not None:
+                return known
             fns = self._working({name: (lambda name=name: run(name)) for name in candidates})
             timings = time_round_robin(fns, self.device, self.repeats, warm=False)
             best = min(fns, key=lambda name: timings[name])
-            self._choices[bucket] = best
-            self._timings[bucket] = timings
+            with self._lock:
+                self._choices[bucket] = best
+                self._timings[bucket] = timings
         logger.info(
             "gradient strategy for %s on %s, batch bucket %d: %s (%s)",
             self.label,

@@ -175,6 +175,9 @@ class GradientEngine:
         tuning_repeats: timed runs per strategy when auto-tuning.
         memory_budget: bytes one call may hold for its gradient passes; default
             ``GGA_ENGINE_MEMORY_GB`` (``detectors.memory.engine_memory_budget``).
+        tune_on_first_call: measure the strategies the first time a call meets an untuned
+            bucket (the lab's default); False keeps the default strategy there instead, for a
+            server that tunes in the background and must never stall a request on it.
 
     Raises:
         ValueError: bad options (unknown strategy, top_n < 1).
@@ -189,6 +192,7 @@ class GradientEngine:
         device: torch.device | str | None = None,
         tuning_repeats: int = 3,
         memory_budget: int | None = None,
+        tune_on_first_call: bool = True,
     ) -> None:
         if device is None:
             param = next(model.parameters(), None)
@@ -201,6 +205,7 @@ class GradientEngine:
         self._tuner = AutoTuner(self.device, tuning_repeats, label=type(model).__name__)
         self._lock = threading.Lock()
         self._num_classes: int | None = None
+        self.tune_on_first_call = tune_on_first_call
         self.memory_budget = engine_memory_budget() if memory_budget is None else memory_budget
         self._capacity: dict[tuple[int, ...], Capacity] = {}
 
@@ -270,18 +275,46 @@ class GradientEngine:
         Returns:
             bucket -> chosen strategy.
         """
-        chosen = {}
-        # A batch over what the budget holds is computed in chunks of at most max_batch: only
-        # those buckets are ever run, so only they are tuned.
+        return {b: self.tune_bucket(input_shape, b) for b in self.buckets(input_shape, batch_sizes)}
+
+    def buckets(self, input_shape: tuple[int, int, int], batch_sizes: Sequence[int]) -> list[int]:
+        """The buckets calls of these batch sizes run in, smallest first.
+
+        A batch over what the memory budget holds is computed in chunks of at most
+        ``max_batch`` (a power of two): only buckets up to it are ever run.
+        """
         most = self.capacity(input_shape).max_batch
-        for bucket in sorted({bucket_of(min(b, most)) for b in batch_sizes}):
-            x = torch.rand(bucket, *input_shape, device=self.device)
-            if self.options.strategy == "auto":
-                chosen[bucket] = self._tune(x)
-            else:
-                self._run(self.options.strategy, x)
-                chosen[bucket] = self.options.strategy
-        return chosen
+        return sorted({bucket_of(min(b, most)) for b in batch_sizes})
+
+    def tune_bucket(self, input_shape: tuple[int, int, int], bucket: int) -> str:
+        """Measure the strategies at ``bucket`` (once) and return the winner.
+
+        With a forced strategy, runs it once (its first-call costs are paid here).
+        """
+        x = torch.rand(bucket, *input_shape, device=self.device)
+        if self.options.strategy != "auto":
+            self._run(self.options.strategy, x)
+            return self.options.strategy
+        return self._tune(x)
+
+    def is_tuned(self, bucket: int) -> bool:
+        """Whether calls at ``bucket`` use a measured (or forced) strategy."""
+        return self.options.strategy != "auto" or self._tuner.choice(bucket) is not None
+
+    def tuning_record(self) -> dict[int, dict[str, object]]:
+        """What was measured, per bucket, for a tuning cache (``adopt_tuning`` reads it)."""
+        return self._tuner.known()
+
+    def adopt_tuning(self, record: dict[int, dict[str, object]]) -> None:
+        """Use choices measured earlier on the same model, input size and machine.
+
+        Unknown strategy names (a cache from another version) are ignored.
+        """
+        for bucket, entry in record.items():
+            choice = entry.get("choice")
+            if choice in STRATEGIES:
+                timings = entry.get("timings") or {}
+                self._tuner.remember(int(bucket), str(choice), dict(timings))  # type: ignore[arg-type]
 
     def _tune(self, x: Tensor) -> str:
         bucket = bucket_of(x.shape[0])
@@ -314,7 +347,7 @@ class GradientEngine:
     def _compute(self, x: Tensor) -> EngineOutput:
         bucket = bucket_of(x.shape[0])
         name = self.strategy_for(x.shape[0])
-        if self.options.strategy == "auto" and self._tuner.choice(bucket) is None:
+        if self.tune_on_first_call and not self.is_tuned(bucket):
             # First batch of this size range and no warm-up: measure now, once.
             name = self._tune(torch.rand(bucket, *x.shape[1:], device=self.device))
         logits, rows, grads, penultimate = self._run(name, x)

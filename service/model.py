@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from service.predictions import Predictions
 from service.store import Database, new_id
 from service.store import repository as store
 from service.store.errors import is_unavailable
+from service.warmup import EngineTuning
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +95,13 @@ class ServedModel:
         metrics: The service's metrics.
         batching: Batcher limits.
         device: Engine device (None: CPU).
-        warmup_batch_sizes: Batch sizes the engine measures and compiles at load; empty (the
-            default) means one per power-of-two bucket up to ``max_batch_size``. The engine
-            never sees more than ``max_batch_size`` images at once (a larger request is computed
-            in chunks), so the default leaves no bucket to be auto-tuned on the request path.
+        warmup_batch_sizes: Batch sizes whose buckets the engine measures; empty (the default)
+            means one per power-of-two bucket up to ``max_batch_size``. The engine never sees
+            more than ``max_batch_size`` images at once (a larger request is computed in
+            chunks), so the default leaves no bucket unmeasured for long.
+        tuning_cache_dir: Where measured choices are kept across restarts (None: nowhere).
+        background_tuning: Measure after ``ready`` in a background thread (``service.warmup``),
+            serving the default strategy meanwhile; False measures before ``ready``.
     """
 
     def __init__(
@@ -109,6 +114,8 @@ class ServedModel:
         batching: BatchingConfig | None = None,
         device: str | None = None,
         warmup_batch_sizes: Sequence[int] = (),
+        tuning_cache_dir: Path | None = None,
+        background_tuning: bool = True,
     ) -> None:
         self.name = name
         self.repository = repository
@@ -117,6 +124,9 @@ class ServedModel:
         self.batching = batching or BatchingConfig()
         self.device = device
         self.warmup_batch_sizes = tuple(warmup_batch_sizes)
+        self.tuning_cache_dir = tuning_cache_dir
+        self.background_tuning = background_tuning
+        self.tuning: EngineTuning | None = None
         self.ready = False
         self.card: ModelCard = repository.card(name)
         self.pipeline: GGAPipeline | None = None
@@ -173,7 +183,16 @@ class ServedModel:
                 f"fit one with `gga fit {self.name} --data DIR`, then load the model again"
             ]
             logger.warning("model %s: %s", self.name, self.warnings[0])
-        chosen = self.pipeline.warmup(self.card.input_shape, self._warmup_sizes())
+        self.tuning = EngineTuning(
+            self.name,
+            self.pipeline,
+            self.card.weights_sha256,
+            self.card.input_shape,
+            self._warmup_sizes(),
+            self.tuning_cache_dir,
+            background=self.background_tuning,
+        )
+        chosen = self.tuning.start()
         self.batcher = Batcher(
             self.name,
             self._compute,
@@ -205,6 +224,8 @@ class ServedModel:
     def stop(self) -> None:
         """Refuse new requests and finish the queued ones."""
         self.ready = False
+        if self.tuning is not None:
+            self.tuning.stop()
         if self.batcher is not None:
             self.batcher.stop(self.batching.stop_timeout_s)
 

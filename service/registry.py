@@ -77,6 +77,8 @@ class ModelRegistry:
                 batching=batching,
                 device=settings.device,
                 warmup_batch_sizes=settings.warmup_batch_sizes,
+                tuning_cache_dir=settings.tuning_cache_dir,
+                background_tuning=settings.background_tuning,
             )
 
         models = {name: factory(name) for name in settings.served_models}
@@ -107,6 +109,16 @@ class ModelRegistry:
         with self._lock:
             models = list(self._models.values())
         return bool(models) and all(m.ready for m in models)
+
+    def tuning(self) -> dict[str, list[int]]:
+        """Per model, the batch buckets still being measured in the background (if any)."""
+        with self._lock:
+            models = list(self._models.items())
+        return {
+            name: pending
+            for name, m in models
+            if m.tuning is not None and (pending := m.tuning.pending)
+        }
 
     def load_all(self) -> None:
         """Load every model (sequentially: they share the CPU)."""

@@ -11,6 +11,8 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from detectors.tuning_cache import default_directory as default_tuning_directory
+
 DEFAULT_MODEL = "fashion-mnist-cnn"
 
 
@@ -72,12 +74,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Empty: one batch size per power-of-two bucket up to max_batch_size (see ServedModel).
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    # Measured strategy choices kept across restarts (service/warmup.py); empty: no cache.
+    tuning_cache_dir: Path | None = Field(default_factory=default_tuning_directory)
+    # Tune the buckets without a cached choice after ready (true) or before it (false).
+    background_tuning: bool = True
     key_pepper: str = ""
 
     @field_validator("models", "api_keys", "warmup_batch_sizes", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("tuning_cache_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

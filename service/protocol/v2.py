@@ -60,8 +60,12 @@ async def live() -> dict[str, bool]:
 
 
 async def ready(request: Request) -> JSONResponse:
-    is_ready = request.app.state.registry.ready
-    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+    registry = request.app.state.registry
+    is_ready = registry.ready
+    # Ready models serve every batch size; "tuning" lists the buckets whose strategy is still
+    # being measured in the background (served with the default one meanwhile).
+    body = {"ready": is_ready, "tuning": registry.tuning()}
+    return JSONResponse(body, status_code=200 if is_ready else 503)
 
 
 async def model_metadata(name: str, dataplane: DataPlaneDep, caller: CallerDep) -> ModelMetadata:

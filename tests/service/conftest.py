@@ -112,6 +112,9 @@ def service_settings(model_repo: Path, db_path: Path, **overrides):
         "max_images_per_request": 16,
         "rate_limit": 0.0,
         "torch_threads": 1,  # as _one_torch_thread: the app would otherwise take every CPU
+        # Each test measures for itself, before ready: no cache shared between tests.
+        "tuning_cache_dir": None,
+        "background_tuning": False,
         **overrides,
     }
     return Settings(_env_file=None, **values)
