@@ -19,6 +19,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+# A strategy whose untimed first run takes longer than this is timed once, not ``repeats`` times.
+SLOW_RUN_S = 1.0
+
 
 def bucket_of(batch_size: int) -> int:
     """The power-of-two bucket of a batch size: the smallest power of two >= it.
@@ -128,8 +131,14 @@ class AutoTuner:
         with self._measuring:
             if (known := self.choice(bucket)) is not None:
                 return known
+            start = time.perf_counter()
             fns = self._working({name: (lambda name=name: run(name)) for name in candidates})
-            timings = time_round_robin(fns, self.device, self.repeats, warm=False)
+            first_runs_s = time.perf_counter() - start
+            # A large model's pass takes seconds: one timed round already separates strategies
+            # that differ by more than the noise, and three would cost minutes per bucket.
+            slow = first_runs_s / max(len(candidates), 1) > SLOW_RUN_S
+            repeats = 1 if slow else self.repeats
+            timings = time_round_robin(fns, self.device, repeats, warm=False)
             best = min(fns, key=lambda name: timings[name])
             with self._lock:
                 self._choices[bucket] = best

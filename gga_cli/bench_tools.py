@@ -1,4 +1,5 @@
-"""``gga bench views | batch-invariance | imported | train-speed``: the lab's smaller benchmarks.
+"""``gga bench views | batch-invariance | imported | train-speed | photo-model``: the lab's
+smaller benchmarks.
 
 Each prints its figures and, with ``--json``, writes them to a file; the measuring code is in
 ``gga_lab.bench``. The ``bench`` group (gga_cli/bench.py) adds them with
@@ -6,6 +7,7 @@ Each prints its figures and, with ``--json``, writes them to a file; the measuri
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 from gga_cli.arguments import positive_ints
@@ -16,6 +18,7 @@ def register_tools(subparsers: argparse._SubParsersAction) -> None:
     _register_batch_invariance(subparsers)
     _register_imported(subparsers)
     _register_train_speed(subparsers)
+    _register_photo_model(subparsers)
 
 
 def _register_views(group: argparse._SubParsersAction) -> None:
@@ -115,3 +118,47 @@ def _run_train_speed(args: argparse.Namespace) -> int:
         args.json,
     )
     return 0
+
+
+def _register_photo_model(group: argparse._SubParsersAction) -> None:
+    p = group.add_parser(
+        "photo-model",
+        help="a 224x224 ResNet-18 through import, fit and serve: memory and start-up",
+        description="Builds a 10-class ImageNet-layout ResNet-18 in code (random convolutions, "
+        "a linear-probe last layer), exports it as .pt2, then runs `gga import`, `gga fit --data` "
+        "on a folder of CIFAR-10 JPEGs upscaled to 256, and `gga serve` twice (first start under "
+        "32 clients sending 12-megapixel phone JPEGs, then a restart with the tuning cache). "
+        "Prints each step's time and peak resident memory. Slow on a 2-core CPU: the fit is "
+        "most of it.",
+    )
+    p.add_argument("--data-dir", type=Path, help="data sets folder (default: $GGA_DATA_DIR)")
+    p.add_argument("--images", type=int, default=300, help="labelled JPEGs (default 300)")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    p.add_argument("--load-seconds", type=float, default=60.0, help="load duration (default 60)")
+    p.add_argument(
+        "--fit-args",
+        default="",
+        help="extra `gga fit` arguments, space-separated (e.g. '--pgd-steps 10')",
+    )
+    p.add_argument("--keep", type=Path, help="work in this folder and keep it (logs, model)")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    p.set_defaults(func=_run_photo_model)
+
+
+def _run_photo_model(args: argparse.Namespace) -> int:
+    from gga_lab.bench.photo_model import run_photo_model, write_report
+
+    report = run_photo_model(
+        args.data_dir,
+        images=args.images,
+        clients=args.clients,
+        load_seconds=args.load_seconds,
+        fit_args=tuple(args.fit_args.split()),
+        keep=args.keep,
+        progress=lambda line: sys.stderr.write(line + "\n"),
+    )
+    sys.stdout.write("\n".join(report.lines()) + "\n")
+    if args.json is not None:
+        write_report(report, args.json)
+    failed = [name for name, step in report.steps.items() if step.returncode != 0]
+    return 1 if failed or not report.serve else 0

@@ -9,11 +9,13 @@ from models.cnn import CompactCNN, CompactCNNConfig
 from models.errors import ModelLoadError
 from models.lenet import LeNet, LeNetConfig
 from models.resnet import ResNet, ResNetConfig
+from models.resnet_imagenet import ImageNetResNet, ImageNetResNetConfig
 
 ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
     "lenet": (LeNetConfig, LeNet),
     "compact-cnn": (CompactCNNConfig, CompactCNN),
     "resnet": (ResNetConfig, ResNet),
+    "resnet-imagenet": (ImageNetResNetConfig, ImageNetResNet),
 }
 
 

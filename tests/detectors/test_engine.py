@@ -286,6 +286,26 @@ def test_an_untuned_bucket_is_tuned_on_first_use():
     assert engine.tuning_timings(2) and out.strategy == engine.strategy_for(2)
 
 
+def test_a_slow_strategy_is_timed_once_not_repeats_times(monkeypatch):
+    import time
+
+    from detectors import autotune
+
+    runs = {"fast": 0, "slow": 0}
+
+    def run(name: str) -> None:
+        runs[name] += 1
+        time.sleep(0.002 if name == "fast" else 0.03)
+
+    monkeypatch.setattr(autotune, "SLOW_RUN_S", 0.01)
+    tuner = autotune.AutoTuner(torch.device("cpu"), repeats=3)
+    assert tuner.tune(4, ["fast", "slow"], run) == "fast"
+    assert runs == {"fast": 2, "slow": 2}  # the untimed first run and one timed round
+    runs.update(fast=0, slow=0)
+    assert tuner.tune(8, ["fast"], run) == "fast"
+    assert runs == {"fast": 4, "slow": 0}  # quick: the first run and three timed rounds
+
+
 class _NumpyScaled(nn.Module):
     """Scales its input by a number read through numpy, which no functional transform allows:
     ``torch.func.vjp`` (the ``vmap`` strategy) fails on it, plain autograd does not."""
