@@ -1,7 +1,10 @@
 """Classifiers a user brings as a file: ONNX, torch.export (``.pt2``) and TorchScript (``.pt``).
 
 - ``formats``: tell the formats apart by their bytes, refuse pickles, read a file into a module;
-- ``onnx_graph``: ONNX input shapes, conversion for autograd (onnx2torch), onnxruntime parity;
+- ``onnx_graph``: reading ONNX files, their input shapes, conversion for autograd (onnx2torch);
+- ``onnx_normalise``: the graph made plain before conversion (Identity nodes, constants, batch);
+- ``onnx_converters``: our converters for the operator forms onnx2torch lacks (opset 18 on);
+- ``onnx_parity``: the converted graph against onnxruntime on the original file;
 - ``features``: find or cut the penultimate features of a traced graph;
 - ``module``: ``ImportedClassifier``, the wrapper the engine and the service run;
 - ``checks``: what an import verifies (eval mode, batch independence, outputs, labels);

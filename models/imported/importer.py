@@ -1,10 +1,11 @@
 """``import_model``: check a user's model file and write it as a model folder of the repository.
 
-The folder holds the file as it came (``model.onnx``, ``model.pt2`` or ``model.pt``) and a card
-naming the format, input shape, colour mode, normalisation, resize, class names, the file's
-sha256 (the card's ``weights_sha256``: a fitted detector is bound to it) and where it came from,
-with what the checks measured. The folder is written beside the repository's others under a
-temporary name and renamed into place, so a failed import leaves the repository as it was.
+The folder holds the file as it came (``model.onnx``, ``model.pt2`` or ``model.pt``; an ONNX file
+whose weights sit in external data files is stored as one file with them inside) and a card
+naming the format, input shape, colour mode, normalisation, resize, class names, the stored
+file's sha256 (the card's ``weights_sha256``: a fitted detector is bound to it) and where it
+came from, with what the checks measured. The folder is written beside the repository's others
+under a temporary name and renamed into place, so a failed import leaves the repository as it was.
 """
 
 import datetime as dt
@@ -158,6 +159,41 @@ def import_model(path: Path, repository: Path, options: ImportOptions) -> ModelC
     if options.resize not in ("stretch", "center-crop", "none"):
         raise ModelImportError(f"--resize must be stretch, center-crop or none: {options.resize}")
     fmt = detect_format(path)
+    with tempfile.TemporaryDirectory(prefix="gga-import-") as scratch:
+        stored, external = _file_to_store(path, fmt, Path(scratch))
+        card = _checked_card(path, stored, external, fmt, name, options)
+        _write_folder(stored, target, card, options.force)
+    logger.info("imported %s as %s (%s, input %s)", path, target, fmt, card.input_shape)
+    return card
+
+
+def _file_to_store(path: Path, fmt: Format, scratch: Path) -> tuple[Path, list[str]]:
+    """The file the model folder keeps, and the external data files folded into it.
+
+    That is ``path`` itself, except for an ONNX file whose tensors sit in external data files
+    (``torch.onnx.export`` writes ``model.onnx.data`` by default): a copy in ``scratch`` holds
+    them, so the folder keeps one file and its sha256 covers the weights too.
+    """
+    if fmt != "onnx":
+        return path, []
+    from models.imported.onnx_graph import external_data_files, write_self_contained
+
+    external = external_data_files(path)
+    if not external:
+        return path, []
+    stored = scratch / FORMATS[fmt]
+    write_self_contained(path, stored)
+    return stored, external
+
+
+def _checked_card(
+    path: Path, stored: Path, external: list[str], fmt: Format, name: str, options: ImportOptions
+) -> ModelCard:
+    """Read and check the model; its card, naming ``path`` as the source and ``stored``'s hash.
+
+    Raises:
+        ModelImportError: a check fails.
+    """
     graph = read_module(path, fmt)
     shape = resolve_shape(path, _declared_shape(path, fmt, graph), options.input_shape)
     channels = shape[0]
@@ -194,7 +230,12 @@ def import_model(path: Path, repository: Path, options: ImportOptions) -> ModelC
     }
     if fmt == "onnx":
         config["onnx"] = _onnx_report(path, model, shape)
-    card = ModelCard(
+        if external:
+            config["onnx"]["external_data"] = {
+                "files": external,
+                "stored": f"inside {FORMATS[fmt]}, which weights_sha256 covers",
+            }
+    return ModelCard(
         name=name,
         version=options.version,
         architecture=IMPORTED,
@@ -209,12 +250,9 @@ def import_model(path: Path, repository: Path, options: ImportOptions) -> ModelC
         ),
         metrics={},
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        weights_sha256=sha256_file(path),
+        weights_sha256=sha256_file(stored),
         description=options.description or f"imported from {path.name} ({fmt})",
     )
-    _write_folder(path, target, card, options.force)
-    logger.info("imported %s as %s (%s, input %s)", path, target, fmt, shape)
-    return card
 
 
 def _features_how(cut, options: ImportOptions, fmt: str) -> str:
@@ -228,7 +266,8 @@ def _features_how(cut, options: ImportOptions, fmt: str) -> str:
 
 
 def _onnx_report(path: Path, model: ImportedClassifier, shape: Sequence[int]) -> dict[str, object]:
-    from models.imported.onnx_graph import check_onnx_parity, where_to_predict
+    from models.imported.onnx_graph import NORMALISATION_KEY
+    from models.imported.onnx_parity import check_onnx_parity, where_to_predict
 
     generator = torch.Generator().manual_seed(2)
     x = model.normalize(torch.rand(PARITY_INPUTS, *shape, generator=generator))
@@ -241,6 +280,7 @@ def _onnx_report(path: Path, model: ImportedClassifier, shape: Sequence[int]) ->
         )
     return {
         "converter": "onnx2torch",
+        "normalisation": model.graph.meta.get(NORMALISATION_KEY),
         "parity": {
             "inputs": parity.n,
             "max_abs_diff": parity.max_abs_diff,

@@ -122,7 +122,9 @@ def test_decompression_bombs_are_refused_from_the_header():
         decode_image(bomb, input_shape=(1, 28, 28))
     # Under PIL's own limit, ours applies: a 3000x3000 PNG against a 1 M pixel budget.
     medium = encoded(np.zeros((3000, 3000), dtype=np.uint8), "PNG")
-    with pytest.raises(ImageTooLargeError, match=r"3000x3000 = 9000000 pixels to decode, more than the 1000000"):
+    with pytest.raises(
+        ImageTooLargeError, match=r"3000x3000 = 9000000 pixels to decode, more than the 1000000"
+    ):
         decode_image(medium, input_shape=(1, 28, 28), max_pixels=1_000_000)
     assert issubclass(ImageTooLargeError, ImageError) and issubclass(ImageError, GGAUserError)
 
