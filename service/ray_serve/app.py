@@ -27,6 +27,8 @@ def replica_env(settings: Settings, environ: dict[str, str] | None = None) -> di
     env = {k: v for k, v in (environ if environ is not None else os.environ).items()
            if k.startswith("GGA_")}  # fmt: skip
     env["GGA_DATABASE_URL"] = settings.database_url
+    # The address clients reach (Ray's proxy): repository control in open mode depends on it.
+    env["GGA_HOST"] = settings.host
     env["GGA_RUN_MIGRATIONS"] = "false"
     env["GGA_TORCH_THREADS"] = str(max(1, int(settings.ray_replica_cpus)))
     if settings.repo is not None:
@@ -65,7 +67,7 @@ def build_application(settings: Settings, replicas: int | None = None) -> Applic
         health_check_period_s=5.0,
         health_check_timeout_s=30.0,
     )
-    app = build_gateway_app(settings.redis_url, settings.redis_prefix)
+    app = build_gateway_app(settings.redis_url, settings.redis_prefix, settings.max_body_bytes)
     gateway = serve.deployment(
         serve.ingress(app)(_Gateway),
         name=GATEWAY_DEPLOYMENT,

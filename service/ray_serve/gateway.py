@@ -2,9 +2,13 @@
 
 A Starlette app (no torch, no models) behind Ray's HTTP proxy. Every request is forwarded whole to
 a ``ModelServer`` replica through a deployment handle; Ray picks the replica (fewest requests in
-flight of two sampled). A replica that dies with the request in flight (``kill -9``, a lost node)
-is answered 503 with ``Retry-After``, as an overloaded one is: the request was not acknowledged,
-and whatever it stored before dying stays stored. ``GET /metrics/targets`` lists every live
+flight of two sampled). The body is read here, so the gateway enforces ``GGA_MAX_BODY_BYTES``
+as the plain server does: a declared ``Content-Length`` over it is answered 413 before any byte
+is read, and a chunked body is counted while it streams in and refused at the first chunk over,
+so the gateway never holds more than the limit (and one chunk) of a body. A replica that dies
+with the request in flight (``kill -9``, a lost node) is answered 503 with ``Retry-After``, as
+an overloaded one is: the request was not acknowledged, and whatever it stored before dying
+stays stored. ``GET /metrics/targets`` lists every live
 replica's metrics endpoint in Prometheus' ``http_sd_configs`` format.
 """
 
@@ -19,6 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.errors import BodyTooLarge
+from service.protocol.middleware import error_body
 from service.ray_serve import APP_NAME, MODEL_DEPLOYMENT
 from service.ray_serve.asgi_call import ForwardedRequest
 from service.ray_serve.replica import targets_key
@@ -35,6 +41,31 @@ def _unavailable(message: str, retry_after_s: int = 1) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": str(retry_after_s)},
     )
+
+
+def _too_large(path: str, max_bytes: int) -> JSONResponse:
+    # The client may still be sending: the connection will not be reused.
+    return JSONResponse(
+        error_body(path, BodyTooLarge(max_bytes)), status_code=413, headers={"Connection": "close"}
+    )
+
+
+def _declared_too_large(request: Request, max_bytes: int) -> bool:
+    declared = request.headers.get("content-length")
+    try:
+        return declared is not None and int(declared) > max_bytes
+    except ValueError:
+        return False
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes | None:
+    """The whole body, or None as soon as more than ``max_bytes`` has arrived."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    return bytes(body)
 
 
 def _is_replica_failure(err: BaseException) -> bool:
@@ -56,12 +87,15 @@ def _is_replica_failure(err: BaseException) -> bool:
     return isinstance(err, failures)
 
 
-def build_gateway_app(redis_url: str | None, redis_prefix: str) -> Starlette:
+def build_gateway_app(
+    redis_url: str | None, redis_prefix: str, max_body_bytes: int = 10 * 1024 * 1024
+) -> Starlette:
     """The gateway's ASGI app.
 
     Args:
         redis_url: Where replicas register their metrics endpoints (None: no discovery).
         redis_prefix: Key prefix shared with the replicas.
+        max_body_bytes: Largest request body forwarded (``GGA_MAX_BODY_BYTES``); larger: 413.
 
     Returns:
         The Starlette application.
@@ -77,12 +111,17 @@ def build_gateway_app(redis_url: str | None, redis_prefix: str) -> Starlette:
         return handle_box["handle"]
 
     async def forward(request: Request) -> Response:
+        if _declared_too_large(request, max_body_bytes):
+            return _too_large(request.url.path, max_body_bytes)
+        body = await _read_body(request, max_body_bytes)
+        if body is None:
+            return _too_large(request.url.path, max_body_bytes)
         forwarded = ForwardedRequest(
             method=request.method,
             path=request.url.path,
             query_string=request.scope.get("query_string", b""),
             headers=list(request.scope["headers"]),
-            body=await request.body(),
+            body=body,
             client=request.scope.get("client"),
         )
         try:
