@@ -20,12 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     group = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     _register_engine(group)
+    from gga_cli.bench_auth import register_auth
     from gga_cli.bench_overload import register_overload
     from gga_cli.bench_serve import register_serve
     from gga_cli.bench_tools import register_tools
 
     register_serve(group)
     register_overload(group)
+    register_auth(group)
     register_tools(group)
 
 

@@ -61,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
         # httpx 5 s, most load balancers 60 s): the client then always closes an idle
         # connection first, and never sends a request on one the server is closing.
         timeout_keep_alive=settings.keep_alive_s,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # X-Forwarded-For names the caller (its rate limits, logs) only when it comes from a
+        # proxy configured in GGA_FORWARDED_ALLOW_IPS; by default no proxy is trusted, so a
+        # client cannot pick the address it is limited as.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         access_log=settings.log_level == "DEBUG",
     )
     server = uvicorn.Server(config)

@@ -36,6 +36,7 @@ def run_on_ray(settings: Settings, address: str, replicas: int | None) -> int:
 
     if settings.run_migrations:
         upgrade(settings.database_url)  # once, here; replicas only wait for the schema
+    _check_model_control(settings)
     ray.init(address=address, logging_level=logging.WARNING)
     serve_was_running = _serve_running()
     if serve_was_running:
@@ -66,6 +67,32 @@ def run_on_ray(settings: Settings, address: str, replicas: int | None) -> int:
     if not serve_was_running:
         serve.shutdown()  # the proxy this driver started goes with it
     return 0
+
+
+def _check_model_control(settings: Settings) -> None:
+    """Refuse, before deploying, what every replica would refuse at its start: repository
+    control in open mode on an address other machines reach.
+
+    Raises:
+        UnsafeModelControl: ``GGA_MODEL_CONTROL=explicit``, no API key, and a non-loopback host.
+    """
+    from service.access import UnsafeModelControl, is_loopback, open_control_refusal
+    from service.auth import Authenticator
+    from service.store import Database
+
+    if settings.model_control != "explicit" or is_loopback(settings.host):
+        return
+    db = Database(settings.database_url)
+    try:
+        auth = Authenticator(db, settings.api_keys, required=settings.api_keys_required)
+        keyed = auth.enabled
+    finally:
+        db.dispose()
+    if not keyed:
+        raise UnsafeModelControl(
+            "refusing to deploy with GGA_MODEL_CONTROL=explicit and no API key: "
+            + open_control_refusal(settings.host)
+        )
 
 
 def _serve_running() -> bool:

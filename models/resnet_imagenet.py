@@ -68,7 +68,8 @@ class ImageNetResNet(nn.Module):
         )
         stages: list[nn.Module] = []
         in_planes = 64
-        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), _STAGES[config.depth])):
+        widths = (64, 128, 256, 512)
+        for i, (planes, blocks) in enumerate(zip(widths, _STAGES[config.depth], strict=True)):
             for j in range(blocks):
                 stride = 2 if i > 0 and j == 0 else 1
                 stages.append(_Block(in_planes, planes, stride, config.activation))

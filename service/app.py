@@ -12,14 +12,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import GGAUserError
+from service.access import UnsafeModelControl, is_loopback, open_control_refusal
 from service.auth import Authenticator
 from service.console import mount_console
 from service.dataplane import DataPlane
 from service.errorlog import ThrottledLog
-from service.errors import InvalidInput, ServiceError, validation_message
+from service.errors import InvalidInput, ServiceError, StoreUnavailable, validation_message
 from service.metrics import RejectReason, ServiceMetrics, render
 from service.protocol.middleware import (
     AdmissionMiddleware,
@@ -31,10 +33,11 @@ from service.protocol.openapi import install_body_schemas
 from service.protocol.schemas import InferRequest, PredictJSON
 from service.protocol.v1 import register_v1_endpoints
 from service.protocol.v2 import register_v2_endpoints
-from service.ratelimit import build_rate_limiter
+from service.ratelimit import InFlightLimiter, build_rate_limiter
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.store import Database
+from service.store.errors import is_unavailable
 from service.store.maintenance import StoreMaintenance
 from service.store.migrate import wait_until_current
 from service.threads import configure_torch_threads
@@ -87,6 +90,15 @@ async def _http_error(request: Request, err: Exception) -> JSONResponse:
     return response
 
 
+async def _store_error(request: Request, err: Exception) -> JSONResponse:
+    # A store that cannot be reached while a key is checked or predictions are read is the
+    # service's condition, not a bug: 503 + Retry-After on every path (the persist path raises
+    # StoreUnavailable itself). Any other store error is a bug and stays a 500.
+    if not is_unavailable(err):
+        raise err
+    return await _service_error(request, StoreUnavailable(type(err).__name__, writing=False))
+
+
 async def _user_error(request: Request, err: Exception) -> JSONResponse:
     # A library's user error that the service did not translate is still the client's or the
     # operator's to fix, never a crash: answer 422 with its message.
@@ -118,6 +130,7 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(GGAUserError, _user_error)
+    app.add_exception_handler(SQLAlchemyError, _store_error)
     register_v1_endpoints(app)
     register_v2_endpoints(app)
     install_body_schemas(app, [PredictJSON, InferRequest])
@@ -142,7 +155,11 @@ def _build_state(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> N
     app.state.db = db
     app.state.registry = registry
     app.state.auth = Authenticator(
-        db, settings.api_keys, required=settings.api_keys_required, pepper=settings.key_pepper
+        db,
+        settings.api_keys,
+        required=settings.api_keys_required,
+        pepper=settings.key_pepper,
+        cache_s=settings.auth_cache_s,
     )
     app.state.maintenance = StoreMaintenance(
         db,
@@ -157,6 +174,7 @@ def _build_state(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> N
     app.state.limiter = build_rate_limiter(
         settings.rate_limit, settings.rate_limit_burst, settings.redis_url, settings.redis_prefix
     )
+    app.state.in_flight = InFlightLimiter(settings.caller_concurrency)
     app.state.dataplane = DataPlane(registry, db, settings)
 
 
@@ -197,15 +215,26 @@ def _start(app: FastAPI) -> None:
         app.state.db.upgrade()  # under the migration lock: concurrent replicas take turns
     else:
         wait_until_current(settings.database_url, SCHEMA_WAIT_S)
+    keyed = app.state.auth.enabled
+    if settings.model_control == "explicit" and not keyed and not is_loopback(settings.host):
+        raise UnsafeModelControl(
+            "refusing to start with GGA_MODEL_CONTROL=explicit and no API key: "
+            + open_control_refusal(settings.host)
+        )
     app.state.store_ready = True
     app.state.maintenance.start()
     app.state.registry.load_all()
-    if app.state.auth.enabled:
+    if keyed:
         logger.info("API keys required on every endpoint but health and metrics")
     else:
         logger.warning(
             "no API keys configured: the service is OPEN to anyone who can reach it "
             "(create one with `gga keys create`)"
+        )
+    if settings.model_control == "explicit":
+        logger.warning(
+            "repository control is on (GGA_MODEL_CONTROL=explicit): %s may load and unload models",
+            "admin keys" if keyed else "anyone on this machine",
         )
 
 

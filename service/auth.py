@@ -1,9 +1,15 @@
-"""API keys: creation, storage as salted HMACs, and checking a presented key.
+"""API keys: creation, storage as salted HMACs, and checking a presented key, cached briefly.
 
-A key reads ``gga_<id>_<secret>``. Only the id, a random per-key salt and
+A key reads ``gga_<id>_<secret>``. Only the id, a random per-key salt, the key's scope and
 ``HMAC-SHA256(salt + pepper, secret)`` are stored; a presented key is found by its id and its
 secret checked with ``hmac.compare_digest`` (constant time). Keys may also come from
-``GGA_API_KEYS`` (deployments that inject secrets); those are hashed in memory at startup.
+``GGA_API_KEYS`` (deployments that inject secrets); those are hashed in memory at startup and
+have the predict scope.
+
+Asking the store on every request costs a database round trip per request. The answer (the key's
+caller, or its refusal) and whether keys are on at all are therefore kept for
+``GGA_AUTH_CACHE_S`` seconds: a key revoked, or given another scope, takes effect within that
+time, and a store that cannot be reached is noticed within it too.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import hmac
 import logging
 import math
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
+from service.access import Caller, Scope
 from service.errors import Unauthorized
 from service.store import Database
 from service.store import repository as repo
@@ -24,22 +33,26 @@ from service.store import repository as repo
 logger = logging.getLogger(__name__)
 
 _PREFIX = "gga"
-# How long "are any keys configured?" is cached: a key created with `gga keys create` while the
-# server runs switches it out of open mode within this many seconds.
-_MODE_TTL_S = 5.0
+# Most presented keys remembered; beyond it the least recently used are forgotten, so a client
+# sending random keys cannot grow the cache without bound.
+MAX_CACHED_KEYS = 10_000
+_REFUSED = "the API key is unknown or revoked; create one with `gga keys create`"
 
 
 def _digest(salt: str, pepper: str, secret: str) -> str:
     return hmac.new((salt + pepper).encode(), secret.encode(), hashlib.sha256).hexdigest()
 
 
-def create_key(db: Database, name: str, pepper: str = "") -> tuple[str, str]:
+def create_key(
+    db: Database, name: str, pepper: str = "", scope: Scope = Scope.PREDICT
+) -> tuple[str, str]:
     """Create and store a new API key.
 
     Args:
         db: The store (migrated).
         name: A label for humans (``gga keys list`` shows it).
         pepper: ``GGA_KEY_PEPPER``, mixed into the hash; the server must use the same value.
+        scope: What the key may do (``service.access``).
 
     Returns:
         The key id and the full key; the key is shown once and cannot be recovered.
@@ -54,6 +67,7 @@ def create_key(db: Database, name: str, pepper: str = "") -> tuple[str, str]:
             "name": name,
             "salt": salt,
             "secret_hash": _digest(salt, pepper, secret),
+            "scope": Scope(scope).value,
             "created_at": dt.datetime.now(dt.UTC),
             "revoked_at": None,
         },
@@ -74,14 +88,47 @@ class _StaticKey:
     digest: bytes
 
 
+class _Verdicts:
+    """Recent answers for presented keys, by the key's SHA-256: a caller, or None for refused.
+
+    Thread-safe: the event loop reads it, worker threads fill it.
+    """
+
+    def __init__(self, ttl_s: float, capacity: int = MAX_CACHED_KEYS) -> None:
+        self.ttl_s = ttl_s
+        self.capacity = capacity
+        self._entries: OrderedDict[bytes, tuple[float, Caller | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes) -> tuple[bool, Caller | None]:
+        """(found, verdict); an entry older than the TTL is not found."""
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None or time.monotonic() >= entry[0]:
+                return False, None
+            self._entries.move_to_end(digest)
+            return True, entry[1]
+
+    def put(self, digest: bytes, verdict: Caller | None) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            self._entries[digest] = (time.monotonic() + self.ttl_s, verdict)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
 class Authenticator:
-    """Resolves a presented key to its key id, or refuses it.
+    """Resolves a presented key to its caller, or refuses it.
 
     Args:
         db: The store holding created keys.
-        static_keys: Plain keys from the settings (``GGA_API_KEYS``).
+        static_keys: Plain keys from the settings (``GGA_API_KEYS``); predict scope.
         required: Demand a key even when none is configured yet (``GGA_API_KEYS_REQUIRED``).
         pepper: Secret mixed into stored key hashes (``GGA_KEY_PEPPER``).
+        cache_s: How long a verdict on a key, and the mode (keys on or off), is believed
+            without asking the store (``GGA_AUTH_CACHE_S``); 0 asks on every request.
     """
 
     def __init__(
@@ -91,10 +138,12 @@ class Authenticator:
         *,
         required: bool = False,
         pepper: str = "",
+        cache_s: float = 5.0,
     ) -> None:
         self.db = db
         self.required = required
         self.pepper = pepper
+        self.cache_s = cache_s
         self._static = [
             _StaticKey(
                 key_id="env-" + hashlib.sha256(k.encode()).hexdigest()[:8],
@@ -102,56 +151,95 @@ class Authenticator:
             )
             for k in static_keys or []
         ]
+        self._verdicts = _Verdicts(cache_s)
         self._mode_checked = -math.inf
-        self._enabled = bool(self._static) or required
+        # Whether keys were on when last read from the store; reading it never queries.
+        self.keys_on = bool(self._static) or required
 
     @property
     def enabled(self) -> bool:
         """Whether keys are checked (False: open mode, everyone is anonymous).
 
-        May query the store (at most every few seconds); :meth:`stale` says whether it will.
+        Queries the store when the cached answer is stale (:attr:`stale`); the event loop reads
+        :attr:`keys_on` after refreshing off the loop instead.
         """
         if self.stale:
             self.refresh()
-        return self._enabled
+        return self.keys_on
 
     @property
     def stale(self) -> bool:
         """Whether the cached mode is too old (reading ``enabled`` would query the store)."""
         if self._static or self.required:
             return False
-        return time.monotonic() - self._mode_checked > _MODE_TTL_S
+        return time.monotonic() - self._mode_checked >= self.cache_s
 
     def refresh(self) -> None:
-        """Re-read from the store whether any key exists."""
-        if self._static or self.required:
-            return
-        self._enabled = repo.count_active_keys(self.db) > 0
-        self._mode_checked = time.monotonic()
-
-    def authenticate(self, token: str | None) -> str | None:
-        """The key id of ``token``; None in open mode.
+        """Re-read from the store whether any key exists.
 
         Raises:
-            Unauthorized: Keys are on and the token is missing, malformed, unknown or revoked.
+            sqlalchemy.exc.SQLAlchemyError: The store cannot be read (the app answers 503).
         """
-        if not self.enabled:
-            return None
+        if self._static or self.required:
+            return
+        self.keys_on = repo.count_active_keys(self.db) > 0
+        self._mode_checked = time.monotonic()
+
+    def cached(self, token: str | None) -> Caller | None:
+        """The caller of ``token`` if known without the store; None when the store must be asked.
+
+        The event loop calls this; :meth:`authenticate` (on a worker thread) does the rest.
+
+        Raises:
+            Unauthorized: Keys are on and the token is missing, or was refused recently.
+        """
         if not token:
             raise Unauthorized()
         presented = hashlib.sha256(token.encode()).digest()
         for key in self._static:
             if hmac.compare_digest(key.digest, presented):
-                return key.key_id
+                return Caller(key.key_id, Scope.PREDICT)
+        found, verdict = self._verdicts.get(presented)
+        if not found:
+            return None
+        if verdict is None:
+            raise Unauthorized(_REFUSED)
+        return verdict
+
+    def authenticate(self, token: str | None) -> Caller:
+        """The caller of ``token``, with keys on (the cache first, then the store).
+
+        Raises:
+            Unauthorized: The token is missing, malformed, unknown or revoked.
+            sqlalchemy.exc.SQLAlchemyError: The store cannot be read (the app answers 503).
+        """
+        known = self.cached(token)
+        if known is not None:
+            return known
+        assert token is not None  # cached() refuses a missing one
+        verdict = self._look_up(token)
+        self._verdicts.put(hashlib.sha256(token.encode()).digest(), verdict)
+        if verdict is None:
+            raise Unauthorized(_REFUSED)
+        return verdict
+
+    def _look_up(self, token: str) -> Caller | None:
+        """Ask the store about ``token``: its caller, or None when it is not a valid key."""
         parts = _split(token)
-        if parts is not None:
-            key_id, secret = parts
-            row = repo.get_key(self.db, key_id)
-            if row is not None and row["revoked_at"] is None:
-                presented_hash = _digest(row["salt"], self.pepper, secret)
-                if hmac.compare_digest(presented_hash, row["secret_hash"]):
-                    return key_id
-        raise Unauthorized("the API key is unknown or revoked; create one with `gga keys create`")
+        if parts is None:
+            return None
+        key_id, secret = parts
+        row = repo.get_key(self.db, key_id)
+        if row is None or row["revoked_at"] is not None:
+            return None
+        presented_hash = _digest(row["salt"], self.pepper, secret)
+        if not hmac.compare_digest(presented_hash, row["secret_hash"]):
+            return None
+        try:
+            return Caller(key_id, Scope(row["scope"]))
+        except ValueError:  # a scope this release does not know: refuse rather than guess
+            logger.warning("API key %s has an unknown scope %r; refused", key_id, row["scope"])
+            return None
 
 
 def token_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:

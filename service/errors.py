@@ -164,17 +164,26 @@ class Overloaded(ServiceError):
 
 
 class StoreUnavailable(ServiceError):
-    """The result store cannot be reached or refused the write; nothing was stored."""
+    """The result store cannot be reached; nothing was stored (or read).
+
+    Args:
+        reason: What failed (the driver's error class).
+        writing: Whether the request was saving predictions (its message then says nothing was
+            stored); False for reads, statistics and key checks.
+    """
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     code = "store_unavailable"
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(
-            f"the result store could not save the prediction ({reason}); nothing was stored, "
-            "retry later",
-            headers={"Retry-After": "5"},
-        )
+    def __init__(self, reason: str, *, writing: bool = True) -> None:
+        if writing:
+            message = (
+                f"the result store could not save the prediction ({reason}); nothing was stored, "
+                "retry later"
+            )
+        else:
+            message = f"the result store cannot be reached ({reason}); retry later"
+        super().__init__(message, headers={"Retry-After": "5"})
 
 
 class StoreRejected(ServiceError):
@@ -221,15 +230,58 @@ class Unauthorized(ServiceError):
         )
 
 
+class Forbidden(ServiceError):
+    """The caller is known but may not do this (403); the message says who may."""
+
+    status = HTTPStatus.FORBIDDEN
+    code = "forbidden"
+
+
+class ScopeTooNarrow(Forbidden):
+    def __init__(self, scope: str, action: str, needed: str) -> None:
+        super().__init__(
+            f"this API key has the {str(scope)!r} scope, which may not {action}; use a key with "
+            f"the {needed} scope (`gga keys create NAME --scope ...`)"
+        )
+
+
+class ModelControlDisabled(Forbidden):
+    """Repository control (load, unload) is off: ``GGA_MODEL_CONTROL=none``, the default."""
+
+    code = "model_control_disabled"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "loading and unloading models is disabled on this server; restart it with "
+            "GGA_MODEL_CONTROL=explicit and call with an admin key "
+            "(`gga keys create NAME --scope admin`)"
+        )
+
+
 class RateLimited(ServiceError):
     status = HTTPStatus.TOO_MANY_REQUESTS
     code = "rate_limited"
 
-    def __init__(self, retry_after_s: int) -> None:
+    def __init__(self, retry_after_s: int, message: str = "") -> None:
         super().__init__(
-            f"rate limit exceeded (per API key, or per client address without keys); retry after "
-            f"{retry_after_s} s",
+            message
+            or f"rate limit exceeded (per API key, or per client address without keys); retry "
+            f"after {retry_after_s} s (the limit is GGA_RATE_LIMIT)",
             headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+class TooManyInFlight(RateLimited):
+    """One caller already has as many requests in the server as it may."""
+
+    code = "too_many_in_flight"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            1,
+            f"this caller (API key, or client address without keys) already has {limit} "
+            "requests in the server; wait for an answer before sending more, retry after 1 s "
+            "(the limit is GGA_CALLER_CONCURRENCY)",
         )
 
 

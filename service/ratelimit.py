@@ -1,11 +1,18 @@
-"""Rate limits: a token bucket per caller, in this process or shared by every replica in Redis.
+"""Limits per caller: requests in flight (the default), and an optional token bucket.
 
 The caller is its API key id, or its client address in open mode (no keys), so an anonymous
-client cannot take the whole service either. With ``GGA_REDIS_URL`` set, every replica draws
-from the same buckets (a Lua script updates a bucket atomically, on the Redis server's clock),
-so N replicas enforce the configured rate, not N times it. If Redis cannot be reached the limit
-is not enforced for that request (availability first) and a warning is logged, at most once a
-minute.
+client cannot take the whole service either.
+
+The default limit is on load, not on politeness: :class:`InFlightLimiter` lets one caller hold
+at most ``GGA_CALLER_CONCURRENCY`` requests in the server at once. A client that waits for each
+answer before sending the next is never refused however fast the server answers it; one that
+floods the server is refused (429) beyond its share, at once, whatever the server's speed.
+
+The token bucket (``GGA_RATE_LIMIT``, off by default) counts requests over time instead. With
+``GGA_REDIS_URL`` set, every replica draws from the same buckets (a Lua script updates a bucket
+atomically, on the Redis server's clock), so N replicas enforce the configured rate, not N times
+it. If Redis cannot be reached the limit is not enforced for that request (availability first)
+and a warning is logged, at most once a minute.
 """
 
 from __future__ import annotations
@@ -17,9 +24,47 @@ import threading
 import time
 from typing import Protocol
 
-from service.errors import RateLimited
+from service.errors import RateLimited, TooManyInFlight
 
 logger = logging.getLogger(__name__)
+
+
+class InFlightLimiter:
+    """At most ``limit`` requests of one caller in this process at once.
+
+    Used on the event loop only (the request path's dependency), so the counts need no lock.
+
+    Args:
+        limit: Requests one caller may have in the server at once; 0 disables the limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # Only callers with a request in the server: an entry goes when its count reaches 0.
+        self._in_flight: dict[str, int] = {}
+
+    def enter(self, caller: str) -> None:
+        """Count one more request of ``caller``.
+
+        Raises:
+            TooManyInFlight: ``caller`` already has ``limit`` requests in the server.
+        """
+        held = self._in_flight.get(caller, 0)
+        if self.limit > 0 and held >= self.limit:
+            raise TooManyInFlight(self.limit)
+        self._in_flight[caller] = held + 1
+
+    def leave(self, caller: str) -> None:
+        """One request of ``caller`` has been answered."""
+        held = self._in_flight.get(caller, 0) - 1
+        if held > 0:
+            self._in_flight[caller] = held
+        else:
+            self._in_flight.pop(caller, None)
+
+    def held(self, caller: str) -> int:
+        """Requests ``caller`` has in the server now."""
+        return self._in_flight.get(caller, 0)
 
 
 class RateLimiter(Protocol):

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0.0)
     shutdown_timeout_s: float = Field(20.0, gt=0.0)
     keep_alive_s: float = Field(75.0, gt=0.0)
-    forwarded_allow_ips: str = "127.0.0.1"
+    # Empty: no proxy is trusted, the peer's address is the caller (configure proxies explicitly).
+    forwarded_allow_ips: str = ""
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_images_per_request: int = Field(64, ge=1)
     # 1 MP: ample for models whose inputs are 28x28 or 32x32, and 64 of them still decode in
@@ -61,7 +62,15 @@ class Settings(BaseSettings):
     decode_workers: int = Field(2, ge=1, le=64)
     api_keys_required: bool = False
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    rate_limit: float = Field(50.0, ge=0.0)
+    # How long a verified key, and whether keys are on at all, is believed without asking the
+    # store again: a revoked key is refused within this many seconds.
+    auth_cache_s: float = Field(5.0, ge=0.0, le=300.0)
+    # Repository control (load, unload) is off unless asked for, as Triton's default.
+    model_control: Literal["none", "explicit"] = "none"
+    # Requests one caller may have in the server at once (0: no limit); the default limit.
+    caller_concurrency: int = Field(32, ge=0)
+    # The token bucket is opt-in: it counts requests, not load (docs/configuration.md).
+    rate_limit: float = Field(0.0, ge=0.0)
     rate_limit_burst: int = Field(100, ge=1)
     redis_url: str | None = None
     redis_prefix: str = Field("gga", min_length=1, max_length=64)
@@ -94,6 +103,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("model_control", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from service.latency import predict_latency_quantiles
 from service.model import RequestContext
 from service.protocol.decode import ACCEPTED, check_request_id, off_loop, read_predict_body
-from service.protocol.deps import CallerDep, DataPlaneDep, MetricsDep
+from service.protocol.deps import CallerDep, DataPlaneDep, MetricsDep, ReaderDep
 from service.protocol.openapi import body_ref
 from service.protocol.schemas import (
     ErrorV1,
@@ -27,7 +27,7 @@ from service.protocol.v1_outputs import Extras, predict_response, render_extras
 from service.saliency import DEFAULT_OTHERS
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorV1} for code in (401, 404, 413, 415, 422, 429, 503)
+    code: {"model": ErrorV1} for code in (401, 403, 404, 413, 415, 422, 429, 503)
 }
 
 # The body is read by the handler (it must be size-checked and may be multipart or JSON), so its
@@ -87,15 +87,15 @@ async def predict(
 
 
 async def get_prediction(
-    prediction_id: str, dataplane: DataPlaneDep, caller: CallerDep
+    prediction_id: str, dataplane: DataPlaneDep, reader: ReaderDep
 ) -> StoredPrediction:
-    """One stored prediction (only the caller's own when keys are on)."""
-    return StoredPrediction.model_validate(await dataplane.get_prediction(prediction_id, caller))
+    """One stored prediction (a predict key's own only; read and admin keys see every key's)."""
+    return StoredPrediction.model_validate(await dataplane.get_prediction(prediction_id, reader))
 
 
 async def list_predictions(
     dataplane: DataPlaneDep,
-    caller: CallerDep,
+    reader: ReaderDep,
     model: str | None = None,
     flagged: bool | None = None,
     since: dt.datetime | None = None,
@@ -105,7 +105,7 @@ async def list_predictions(
 ) -> PredictionPage:
     """Stored predictions, newest first; follow ``next_cursor`` for older ones."""
     rows, next_cursor = await dataplane.list_predictions(
-        caller,
+        reader,
         model=model,
         flagged=flagged,
         since=since,
@@ -130,13 +130,14 @@ async def get_model(name: str, dataplane: DataPlaneDep, caller: CallerDep) -> Mo
 
 async def get_stats(
     dataplane: DataPlaneDep,
-    caller: CallerDep,
+    reader: ReaderDep,
     metrics: MetricsDep,
     model: str | None = None,
     window: Annotated[str | None, Query(description="e.g. 15m, 24h, 7d", max_length=16)] = None,
 ) -> Stats:
-    """Counts, flag rate and trust-score quantiles of the caller's predictions; predict latency."""
-    stats = await dataplane.stats(caller, model, window)
+    """Counts, flag rate and trust-score quantiles of the predictions the caller may read (a
+    predict key's own; every key's for read and admin keys); predict latency."""
+    stats = await dataplane.stats(reader, model, window)
     stats["latency_quantiles"] = predict_latency_quantiles(metrics.registry, model)
     return Stats.model_validate(stats)
 

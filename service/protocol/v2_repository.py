@@ -4,8 +4,11 @@
 Models come from the server's own repository (``gga import`` and ``gga fit`` write there): a
 ``load`` request that carries a config or files to write is refused, as the repository is the
 one source of models. Loading and draining run off the event loop, so other models, and the
-model being replaced, keep answering meanwhile. The caller must hold a valid API key when keys
-are on.
+model being replaced, keep answering meanwhile.
+
+Control is off by default, as in Triton (``--model-control-mode=none``): ``load`` and ``unload``
+answer 403 until the server runs with ``GGA_MODEL_CONTROL=explicit``, and then need an admin key
+(in open mode: a server listening on loopback only). The index is a read: any valid key.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from models.errors import GGAUserError
+from service.access import check_model_control
 from service.errors import InvalidInput, InvalidJSON, ServiceError
-from service.protocol.deps import CallerDep, DataPlaneDep
+from service.protocol.deps import CallerDep, DataPlaneDep, IdentityDep, SettingsDep
+from service.protocol.schemas import ErrorV2
 
 EXTENSIONS = ["model_repository"]
 
@@ -52,9 +57,14 @@ async def repository_index(
 
 
 async def load_model(
-    name: str, request: Request, dataplane: DataPlaneDep, caller: CallerDep
+    name: str,
+    request: Request,
+    dataplane: DataPlaneDep,
+    identity: IdentityDep,
+    settings: SettingsDep,
 ) -> Response:
     """Load (or reload) ``name`` from the repository, with its detector, warmed up."""
+    check_model_control(identity, settings.model_control, settings.host)
     parameters = await _parameters(request)
     extra = sorted(k for k in parameters if k == "config" or k.startswith("file:"))
     if extra:
@@ -72,9 +82,14 @@ async def load_model(
 
 
 async def unload_model(
-    name: str, request: Request, dataplane: DataPlaneDep, caller: CallerDep
+    name: str,
+    request: Request,
+    dataplane: DataPlaneDep,
+    identity: IdentityDep,
+    settings: SettingsDep,
 ) -> Response:
     """Stop serving ``name`` once the requests it accepted are answered."""
+    check_model_control(identity, settings.model_control, settings.host)
     await _parameters(request)
     await asyncio.to_thread(dataplane.registry.unload, name)
     return Response(status_code=200)
@@ -83,5 +98,9 @@ async def unload_model(
 def register_v2_repository(router: APIRouter) -> None:
     """Add the repository routes to the v2 router."""
     router.add_api_route("/repository/index", repository_index, methods=["POST"])
-    router.add_api_route("/repository/models/{name}/load", load_model, methods=["POST"])
-    router.add_api_route("/repository/models/{name}/unload", unload_model, methods=["POST"])
+    # 403: control off (GGA_MODEL_CONTROL=none), or a caller that may not control it.
+    refused: dict[int | str, dict[str, Any]] = {403: {"model": ErrorV2}}
+    for action, handler in (("load", load_model), ("unload", unload_model)):
+        router.add_api_route(
+            f"/repository/models/{{name}}/{action}", handler, methods=["POST"], responses=refused
+        )

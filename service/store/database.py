@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.store.migrate import upgrade
 
 logger = logging.getLogger(__name__)
+# Seconds to open a PostgreSQL connection, or to wait for a free one in the pool.
+CONNECT_TIMEOUT_S = 5
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -37,7 +39,16 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A server that does not answer (a partition, a host gone) must fail a request in seconds,
+    # not hold it for the system's TCP timeout of minutes: the request is then answered 503.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=CONNECT_TIMEOUT_S,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )
 
 
 class Database:

@@ -252,7 +252,7 @@ def get_key(db: Database, key_id: str) -> dict[str, Any] | None:
         row = session.get(ApiKey, key_id)
         if row is None:
             return None
-        columns = ("id", "name", "salt", "secret_hash", "created_at", "revoked_at")
+        columns = ("id", "name", "salt", "secret_hash", "scope", "created_at", "revoked_at")
         return {c: getattr(row, c) for c in columns}
 
 
@@ -260,9 +260,26 @@ def list_keys(db: Database) -> list[dict[str, Any]]:
     with db.session() as session:
         rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
         return [
-            {"id": r.id, "name": r.name, "created_at": r.created_at, "revoked_at": r.revoked_at}
+            {
+                "id": r.id,
+                "name": r.name,
+                "scope": r.scope,
+                "created_at": r.created_at,
+                "revoked_at": r.revoked_at,
+            }
             for r in rows
         ]
+
+
+def set_key_scope(db: Database, key_id: str, scope: str) -> bool:
+    """Give an active key another scope; returns False when no active key has that id."""
+    with db.session() as session:
+        result = session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+            .values(scope=scope)
+        )
+        return bool(result.rowcount)
 
 
 def count_active_keys(db: Database) -> int:

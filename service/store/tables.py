@@ -84,7 +84,7 @@ class Prediction(Base):
 
 
 class ApiKey(Base):
-    """An API key: only a salted HMAC of its secret is kept, never the secret."""
+    """An API key: only a salted HMAC of its secret is kept, never the secret, and its scope."""
 
     __tablename__ = "api_keys"
 
@@ -92,5 +92,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(128), nullable=False)
     salt: Mapped[str] = mapped_column(String(64), nullable=False)
     secret_hash: Mapped[str] = mapped_column(String(128), nullable=False)
+    # read, predict or admin (service/access.py); keys made before migration 0003 are predict.
+    scope: Mapped[str] = mapped_column(String(16), nullable=False, server_default="predict")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -114,13 +114,16 @@ def _make_folder(
 class LiveServer:
     """``gga serve`` in a subprocess on a free loopback port, for tests that need real HTTP.
 
+    Per-caller limits are off (the overload tests drive many clients from one address); a
+    setting given as None is left unset, so the server takes its default.
+
     Args:
         repo: Model repository.
         database_url: The store.
-        **env: Extra ``GGA_*`` settings (as strings).
+        **env: Extra ``GGA_*`` settings (as strings, or None for the server's default).
     """
 
-    def __init__(self, repo: Path, database_url: str, workdir: Path, **env: str) -> None:
+    def __init__(self, repo: Path, database_url: str, workdir: Path, **env: str | None) -> None:
         self.repo = repo
         self.database_url = database_url
         self.workdir = workdir
@@ -141,10 +144,12 @@ class LiveServer:
             "GGA_MAX_BATCH_SIZE": "8",
             "GGA_QUEUE_SIZE": "16",
             "GGA_RATE_LIMIT": "0",
+            "GGA_CALLER_CONCURRENCY": "0",
             "OMP_NUM_THREADS": "1",  # two shared cores: threads would only fight
             "GGA_TORCH_THREADS": "1",
             **self.env,
         }
+        env = {name: value for name, value in env.items() if value is not None}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gga_cli", "serve"],

@@ -173,7 +173,7 @@ def test_v2_metadata_health_and_json_infer(client: TestClient, fmnist_test) -> N
         "model_repository",
     ]
     assert client.get("/v2/health/live").status_code == 200
-    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True, "tuning": {}}
     assert client.get(f"/v2/models/{MODEL}/ready").status_code == 200
     meta = client.get(f"/v2/models/{MODEL}").json()
     assert meta["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}

@@ -1,4 +1,5 @@
-"""1,000 malformed requests on SQLite and PostgreSQL: every one answered 4xx, none 5xx.
+"""1,000 malformed requests on SQLite and PostgreSQL, keys off and on: every one answered 4xx,
+none 5xx.
 
 The corpus is generated from a fixed seed (reproducible): truncated and bit-flipped PNG and JPEG
 files, images declaring giant dimensions, wrong content types, broken JSON and base64, bad tensor
@@ -21,7 +22,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
+from service.auth import create_key
 from service.settings import Settings
+from service.store import Database
 
 MODEL = "fashion-mnist-cnn"
 V1 = f"/v1/models/{MODEL}/predict"
@@ -214,8 +217,19 @@ def _backend_url(backend: str, tmp_path: Path) -> Iterator[str]:
         yield from _postgres_schema_url()
 
 
+def _with_key(kwargs: dict, key: str | None) -> dict:
+    """The request with a valid key, unless it is off or the request sends its own."""
+    headers = dict(kwargs.get("headers", {}))
+    if key is None or {"authorization", "x-api-key"} & {h.lower() for h in headers}:
+        return kwargs
+    return {**kwargs, "headers": {**headers, "X-API-Key": key}}
+
+
+@pytest.mark.parametrize("keys", ["open", "keyed"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_no_malformed_request_gets_a_server_error(backend: str, model_repo: Path, tmp_path: Path):
+def test_no_malformed_request_gets_a_server_error(
+    backend: str, keys: str, model_repo: Path, tmp_path: Path
+) -> None:
     for url in _backend_url(backend, tmp_path):
         settings = Settings(
             _env_file=None,
@@ -224,13 +238,20 @@ def test_no_malformed_request_gets_a_server_error(backend: str, model_repo: Path
             warmup_batch_sizes=[1],
             max_batch_size=8,
             rate_limit=0.0,
+            caller_concurrency=0,
             torch_threads=1,
         )
+        key = None
+        if keys == "keyed":
+            db = Database(url)
+            db.upgrade()
+            key = create_key(db, "corpus")[1]
+            db.dispose()
         seen: Counter = Counter()
         failures = []
         with TestClient(create_app(settings)) as client:
             for category, path, kwargs in corpus():
-                r = client.post(path, **kwargs)
+                r = client.post(path, **_with_key(kwargs, key))
                 seen[(category, r.status_code)] += 1
                 if r.status_code >= 500:
                     failures.append(f"{category} {path} -> {r.status_code}: {r.text[:200]}")

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.errors import RateLimited
-from service.ratelimit import MemoryRateLimiter, RedisRateLimiter
+from service.errors import RateLimited, TooManyInFlight
+from service.ratelimit import InFlightLimiter, MemoryRateLimiter, RedisRateLimiter
 from tests.service.conftest import service_settings
 
 REDIS_URL = os.environ.get("GGA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -42,6 +42,40 @@ def test_memory_bucket_empties_and_refills() -> None:
     limiter.take("other")  # buckets are per caller
     time.sleep(0.1)  # 20/s refills two tokens in 0.1 s
     limiter.take("k")
+
+
+def test_in_flight_limit_is_per_caller_and_frees_on_answer() -> None:
+    limiter = InFlightLimiter(2)
+    limiter.enter("a")
+    limiter.enter("a")
+    with pytest.raises(TooManyInFlight) as refused:
+        limiter.enter("a")
+    assert refused.value.headers["Retry-After"] == "1" and int(refused.value.status) == 429
+    limiter.enter("b")  # another caller has its own share
+    limiter.leave("a")
+    limiter.enter("a")  # a request answered frees its place
+    for caller in ("a", "a", "b"):
+        limiter.leave(caller)
+    assert limiter.held("a") == limiter.held("b") == 0
+    unlimited = InFlightLimiter(0)
+    for _ in range(1000):
+        unlimited.enter("a")
+
+
+def test_every_request_leaves_the_in_flight_count(model_repo: Path, tmp_path: Path) -> None:
+    # Answered, refused by the handler (404, 422) or by the model: each frees its place, so a
+    # client that waits for its answers is never refused however many requests it sends.
+    settings = service_settings(
+        model_repo, tmp_path / "flight.db", warmup_batch_sizes=[1], caller_concurrency=1
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        for _ in range(3):
+            assert client.get("/v1/models").status_code == 200
+            assert client.get("/v1/predictions/nope").status_code == 404
+            assert client.post("/v1/models/fashion-mnist-cnn/predict", json={}).status_code == 422
+            assert client.get("/v1/stats", params={"window": "x"}).status_code == 422
+        assert app.state.in_flight.held("addr:testclient") == 0
 
 
 def test_open_mode_is_rate_limited_per_client_address(model_repo: Path, tmp_path: Path) -> None:

@@ -73,7 +73,14 @@ def user_model(shared_data_dir: Path, workdir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def server(repo: Path, workdir: Path):
-    srv = LiveServer(repo, f"sqlite:///{workdir / 'gga.db'}", workdir, GGA_MODELS=SERVED)
+    # Repository control is off by default; open mode on loopback may turn it on.
+    srv = LiveServer(
+        repo,
+        f"sqlite:///{workdir / 'gga.db'}",
+        workdir,
+        GGA_MODELS=SERVED,
+        GGA_MODEL_CONTROL="explicit",
+    )
     srv.start()
     yield srv
     assert srv.stop() == 0

@@ -1,5 +1,6 @@
 """Property-based requests generated from /openapi.json: no client input may yield a 5xx, on
-SQLite and on PostgreSQL (whose column limits SQLite does not enforce)."""
+SQLite and on PostgreSQL (whose column limits SQLite does not enforce), keys off and on (with an
+admin key and repository control on, so that every route's own checks are reached)."""
 
 from pathlib import Path
 
@@ -9,24 +10,47 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.access import Scope
 from service.app import create_app
+from service.auth import create_key
+from service.store import Database
 from tests.service.conftest import _postgres_schema_url, service_settings
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("sqlite", "open"),
+        ("postgresql", "open"),
+        ("sqlite", "keyed"),
+        ("postgresql", "keyed"),
+    ],
+    ids=lambda p: "-".join(p),
+)
 def api_schema(
     request: pytest.FixtureRequest, model_repo: Path, tmp_path_factory: pytest.TempPathFactory
 ):
+    """(schema, headers every call sends)."""
+    backend, keys = request.param
     db = tmp_path_factory.mktemp("fuzz") / "gga.db"
-    urls = iter([f"sqlite:///{db}"]) if request.param == "sqlite" else _postgres_schema_url()
+    urls = iter([f"sqlite:///{db}"]) if backend == "sqlite" else _postgres_schema_url()
     for url in urls:
-        settings = service_settings(model_repo, db, warmup_batch_sizes=[1], database_url=url)
+        settings = service_settings(
+            model_repo, db, warmup_batch_sizes=[1], database_url=url, model_control="explicit"
+        )
+        headers = {}
+        if keys == "keyed":
+            store = Database(url)
+            store.upgrade()
+            headers = {"X-API-Key": create_key(store, "fuzz", scope=Scope.ADMIN)[1]}
+            store.dispose()
         app = create_app(settings)
         with TestClient(app):  # runs the lifespan: models loaded, store migrated
-            yield schemathesis.openapi.from_asgi("/openapi.json", app)
+            yield schemathesis.openapi.from_asgi("/openapi.json", app), headers
 
 
 def test_no_server_errors(api_schema) -> None:
+    api_schema, headers = api_schema
     # schemathesis' pytest plugin (from_fixture) does not run under pytest 9, so each operation's
     # strategy is driven with hypothesis directly; the checks are the same.
     failures: list[str] = []
@@ -47,7 +71,7 @@ def test_no_server_errors(api_schema) -> None:
             database=None,
         )
         def call(case: schemathesis.Case) -> None:
-            response = case.call()
+            response = case.call(headers=headers)
             statuses.append(response.status_code)
             if response.status_code >= 500:
                 failures.append(

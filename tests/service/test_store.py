@@ -181,3 +181,40 @@ def test_a_replica_that_does_not_migrate_waits_for_the_schema(database_url: str)
         wait_until_current(database_url, timeout_s=0.3, poll_s=0.1)
     upgrade(database_url)
     wait_until_current(database_url, timeout_s=5)
+
+
+def test_existing_keys_become_predict_keys(database_url: str) -> None:
+    # A key made before scopes existed (revision 0002) could do everything a key could do then;
+    # migration 0003 makes it a predict key: it still classifies and reads its own predictions.
+    from alembic import command
+
+    from service.access import Scope
+    from service.auth import Authenticator, _digest
+    from service.store.migrate import alembic_config
+    from service.store.tables import ApiKey
+
+    upgrade(database_url, "0002")
+    old = {
+        "id": "0ld0ld0ld0ld",
+        "name": "from-0002",
+        "salt": "salt",
+        "secret_hash": _digest("salt", "", "s3cret"),
+        "created_at": dt.datetime.now(dt.UTC),
+        "revoked_at": None,
+    }
+    db = Database(database_url)
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(ApiKey.__table__.insert(), [old])  # no scope column at 0002
+        upgrade(database_url)
+        assert current(database_url) == head()
+        assert repo.get_key(db, old["id"])["scope"] == "predict"
+        caller = Authenticator(db).authenticate(f"gga_{old['id']}_s3cret")
+        assert caller.key_id == old["id"] and caller.scope == Scope.PREDICT
+        assert repo.set_key_scope(db, old["id"], "admin")
+        assert [k["scope"] for k in repo.list_keys(db)] == ["admin"]
+        command.downgrade(alembic_config(database_url), "0002")  # the column goes, the key stays
+        upgrade(database_url)
+        assert repo.get_key(db, old["id"])["scope"] == "predict"
+    finally:
+        db.dispose()

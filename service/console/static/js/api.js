@@ -46,6 +46,8 @@ function hintFor(status, code, retryAfter) {
       return "Check that gga serve is still running and reachable from this browser, then try again.";
     case 401:
       return "Enter a valid API key on the API key page (an operator creates one with `gga keys create`).";
+    case 403:
+      return "This key may not do this (a read key cannot classify): enter a key with the predict scope on the API key page.";
     case 404:
       return "Reload the page: the model or prediction may no longer be served.";
     case 413:
@@ -58,7 +60,9 @@ function hintFor(status, code, retryAfter) {
     case 429:
       return `This key sent too many requests: wait ${wait} and try again.`;
     case 503:
-      return `The server is busy or starting: wait ${wait} and try again.`;
+      return code === "store_unavailable"
+        ? `The server cannot reach its database: wait ${wait} and try again.`
+        : `The server is busy or starting: wait ${wait} and try again.`;
     default:
       return status >= 500
         ? "The server failed. Try again; if it keeps failing, the operator should read the server log."
