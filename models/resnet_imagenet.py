@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from models.layers import Activation, Normalize, make_activation
+from models.resnet import BasicBlock
 
 # Basic blocks per stage.
 _STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -30,27 +31,16 @@ class ImageNetResNetConfig:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
 
-class _Block(nn.Module):
-    """Two 3x3 convolutions with a shortcut (a strided 1x1 projection where shapes change)."""
+class _Block(BasicBlock):
+    """ResNet-20's basic block with the ImageNet layout's shortcut: a strided 1x1 convolution
+    and BatchNorm where the shape changes (option B), not subsampling and zero padding."""
 
     def __init__(self, in_planes: int, planes: int, stride: int, activation: Activation) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.act1 = make_activation(activation)
-        self.act2 = make_activation(activation)
-        self.shortcut: nn.Module = nn.Identity()
+        super().__init__(in_planes, planes, stride, activation)
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
             )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.act2(out + self.shortcut(x))
 
 
 class ImageNetResNet(nn.Module):

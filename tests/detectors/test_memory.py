@@ -1,9 +1,6 @@
 """Memory bounded in bytes: the measured cost of one input's pass, and the engine kept within
 its budget by chunking the batch and narrowing the widened passes."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -18,6 +15,7 @@ from detectors.memory import (
     measure_pass_cost,
 )
 from models.repository import ModelRepository
+from tests.helpers.peak import peak_growth_mb
 
 MB = 1024**2
 
@@ -80,34 +78,21 @@ def test_a_budget_too_small_for_one_input_names_budget_and_need(resnet):
         engine(torch.rand(1, 3, 32, 32))
 
 
-PEAK_OF_ONE_CALL = """
+ENGINE_SETUP = """
 import sys, torch
 torch.set_num_threads(1)
 from detectors.engine import EngineOptions, GradientEngine
 from models.repository import ModelRepository
+from tests.helpers.peak import peak_growth_mb
 model = ModelRepository().load("cifar10-resnet20").module.eval()
 engine = GradientEngine(model, EngineOptions(strategy="replicate"), memory_budget=int(sys.argv[1]))
 x = torch.rand(64, 3, 32, 32)
 engine(x[:1])  # first-call costs (kernels, thread pools) are not what the budget bounds
-def peak_kb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1])
-open("/proc/self/clear_refs", "w").write("5")  # the peak restarts from what is resident now
-before = peak_kb()
-engine(x)
-print((peak_kb() - before) // 1024)
 """
 
 
 def _growth_mb(budget: int) -> int:
-    run = subprocess.run(
-        [sys.executable, "-c", PEAK_OF_ONE_CALL, str(budget)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(run.stdout.strip())
+    return peak_growth_mb(ENGINE_SETUP, "engine(x)", str(budget))
 
 
 def test_the_budget_bounds_the_real_peak_memory_of_a_call():

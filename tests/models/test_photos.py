@@ -1,8 +1,6 @@
 """Phone photos: decoded at a reduced scale, turned upright, and bombs still refused."""
 
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ import torch
 from PIL import Image
 
 from models.imaging import ImageTooLargeError, decode_image, fit_to_size
+from tests.helpers.peak import peak_growth_mb
 from tests.helpers.photos import PHONE_SIZE, jpeg_bytes, phone_jpeg, with_declared_size
 
 SERVICE_PIXEL_LIMIT = 1024 * 1024  # GGA_MAX_PIXELS' default
@@ -96,28 +95,18 @@ def test_the_limit_applies_to_what_is_decoded(photo):
         decode_image(photo, input_shape=(3, 1024, 1024), max_pixels=SERVICE_PIXEL_LIMIT)
 
 
-MEASURE_PEAK = """
+DECODER_SETUP = """
 import sys
 from models.imaging import decode_image
 data = open(sys.argv[1], "rb").read()
-def peak_kb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1])
-open("/proc/self/clear_refs", "w").write("5")  # reset the peak to what is resident now
-before = peak_kb()
-decode_image(data, input_shape=(3, 224, 224), max_pixels=1024 * 1024)
-print(peak_kb() - before)
 """
 
 
 def test_decoding_a_phone_photo_peaks_under_100_mb(photo, tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_bytes(photo)
-    run = subprocess.run(
-        [sys.executable, "-c", MEASURE_PEAK, str(path)], capture_output=True, text=True, check=True
-    )
-    growth_mb = int(run.stdout.strip()) / 1024
+    measured = "decode_image(data, input_shape=(3, 224, 224), max_pixels=1024 * 1024)"
+    growth_mb = peak_growth_mb(DECODER_SETUP, measured, str(path))
     # A full decode of 4000x3000 RGB holds 36 MB of pixels, plus a float copy if resized.
     assert growth_mb < 100, f"decoding grew the process by {growth_mb:.0f} MB"
     assert PHONE_SIZE == (4000, 3000)
