@@ -111,6 +111,9 @@ class ServerProcess:
             "GGA_API_KEYS": "",
             "GGA_API_KEYS_REQUIRED": "false",
             "GGA_RATE_LIMIT": "0",
+            # Measure a fully tuned server: every bucket measured before ready, none cached.
+            "GGA_BACKGROUND_TUNING": "false",
+            "GGA_TUNING_CACHE_DIR": "",
             **({"GGA_REPO": repo} if repo else {}),
             **(env or {}),
         }

@@ -145,6 +145,8 @@ class LiveServer:
             "GGA_QUEUE_SIZE": "16",
             "GGA_RATE_LIMIT": "0",
             "GGA_CALLER_CONCURRENCY": "0",
+            # The default background tuning, but with a cache of this server's own.
+            "GGA_TUNING_CACHE_DIR": str(self.workdir / "tuning-cache"),
             "OMP_NUM_THREADS": "1",  # two shared cores: threads would only fight
             "GGA_TORCH_THREADS": "1",
             **self.env,

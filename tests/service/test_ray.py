@@ -113,6 +113,7 @@ def cluster(ray_head: str, store_url: str, model_repo: Path, tmp_path_factory):
         "GGA_QUEUE_SIZE": "32",
         "GGA_RATE_LIMIT": "0",
         "GGA_SHUTDOWN_TIMEOUT_S": "10",
+        "GGA_TUNING_CACHE_DIR": str(work / "tuning-cache"),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "gga_cli", "serve", "--ray", "--replicas", "2",
