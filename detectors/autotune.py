@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 SLOW_RUN_S = 1.0
 
 
+class TuningCancelled(Exception):
+    """A measurement was stopped between two runs (a server shutting down): nothing chosen."""
+
+
 def bucket_of(batch_size: int) -> int:
     """The power-of-two bucket of a batch size: the smallest power of two >= it.
 
@@ -159,6 +163,8 @@ class AutoTuner:
         for name, fn in fns.items():
             try:
                 fn()
+            except TuningCancelled:
+                raise
             except Exception as err:  # any failure rules the strategy out
                 errors[name] = f"{type(err).__name__}: {str(err)[:200]}"
                 logger.warning(

@@ -19,13 +19,13 @@ Example:
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
 
-from detectors.autotune import AutoTuner, bucket_of
+from detectors.autotune import AutoTuner, TuningCancelled, bucket_of
 from detectors.csm import cosine_similarity_matrix
 from detectors.features import gga_features
 from detectors.memory import (
@@ -286,16 +286,31 @@ class GradientEngine:
         most = self.capacity(input_shape).max_batch
         return sorted({bucket_of(min(b, most)) for b in batch_sizes})
 
-    def tune_bucket(self, input_shape: tuple[int, int, int], bucket: int) -> str:
+    def tune_bucket(
+        self,
+        input_shape: tuple[int, int, int],
+        bucket: int,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> str:
         """Measure the strategies at ``bucket`` (once) and return the winner.
 
         With a forced strategy, runs it once (its first-call costs are paid here).
+
+        Args:
+            input_shape: (C, H, W).
+            bucket: the batch size measured.
+            cancelled: checked before each run of a strategy; once it says True the measurement
+                stops (a large model's runs take seconds each, a shutdown should not wait for
+                all of them).
+
+        Raises:
+            TuningCancelled: ``cancelled`` said so; the bucket stays untuned.
         """
         x = torch.rand(bucket, *input_shape, device=self.device)
         if self.options.strategy != "auto":
             self._run(self.options.strategy, x)
             return self.options.strategy
-        return self._tune(x)
+        return self._tune(x, cancelled)
 
     def is_tuned(self, bucket: int) -> bool:
         """Whether calls at ``bucket`` use a measured (or forced) strategy."""
@@ -316,11 +331,17 @@ class GradientEngine:
                 timings = entry.get("timings") or {}
                 self._tuner.remember(int(bucket), str(choice), dict(timings))  # type: ignore[arg-type]
 
-    def _tune(self, x: Tensor) -> str:
+    def _tune(self, x: Tensor, cancelled: Callable[[], bool] | None = None) -> str:
         bucket = bucket_of(x.shape[0])
         plan = self._plan(x)
         candidates = [n for n in STRATEGIES if worth_trying(n, bucket, plan.num_rows)]
-        return self._tuner.tune(bucket, candidates, lambda name: self._run(name, x))
+
+        def run(name: str) -> StrategyResult:
+            if cancelled is not None and cancelled():
+                raise TuningCancelled(f"tuning of batch bucket {bucket} stopped")
+            return self._run(name, x)
+
+        return self._tuner.tune(bucket, candidates, run)
 
     # -- the computation ---------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from detectors.autotune import TuningCancelled
 from detectors.pipeline import GGAPipeline
 from detectors.tuning_cache import TuningCache
 
@@ -101,7 +102,11 @@ class EngineTuning:
         return {b: engine.strategy_for(b) for b in buckets}
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop after the bucket being measured (a measurement is not interrupted)."""
+        """Stop the background measurement before its next run of a strategy, and wait for it.
+
+        A run in progress is not interrupted (torch cannot be): on a large model that is one
+        pass of at most ``max_batch`` inputs.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -117,7 +122,9 @@ class EngineTuning:
             if self._stop.is_set():
                 return
             try:
-                chosen = self.engine.tune_bucket(self.input_shape, bucket)
+                chosen = self.engine.tune_bucket(self.input_shape, bucket, self._stop.is_set)
+            except TuningCancelled:
+                return  # shutting down: the bucket stays untuned, nothing is cached for it
             except Exception:  # a failed measurement leaves the default strategy in use
                 logger.exception("model %s: tuning batch bucket %d failed", self.name, bucket)
                 chosen = None

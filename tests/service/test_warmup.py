@@ -132,3 +132,18 @@ def test_the_server_lists_what_it_is_still_tuning_and_keeps_serving(
         assert model.tuning.wait(timeout_s=120)
         assert client.get("/v2/health/ready").json() == {"ready": True, "tuning": {}}
     assert list((tmp_path / "cache").glob("*.json"))
+
+
+def test_stopping_cancels_the_measurement_before_its_next_run(model_repo, tmp_path):
+    tuning, pipeline = _tuning(model_repo, tmp_path / "cache")
+    engine = pipeline.engine
+    with engine._tuner._measuring:  # the thread waits here, as behind a long measurement
+        tuning.start()
+        tuning.stop(timeout_s=0.1)  # a server shutting down
+    tuning.wait(timeout_s=60)
+    # The thread met the stop before its first run: nothing measured, nothing cached, and
+    # the engine keeps serving with the default strategies.
+    assert tuning.pending == [1, 2, 4, 8]
+    assert not any(engine.tuning_timings(b) for b in (1, 2, 4, 8))
+    assert not list((tmp_path / "cache").glob("*.json"))
+    assert engine(torch.rand(3, 1, 28, 28)).strategy == "batched"
