@@ -76,6 +76,9 @@ class PipelineOutput:
         saliency: (B, K, D) float32 saliency maps when asked for, else ``None``.
         engine_seconds: wall time of the gradient engine for the batch.
         views: each view's own p-value (B,) float64, by view name (which view raised a flag).
+        score: (B,) float64 fused outlier statistic before the final calibration; NaN without
+            a scorer (the store keeps it for recalibration from traffic).
+        view_scores: each fused view's raw outlier score (B,) float64, by view name.
     """
 
     probabilities: np.ndarray
@@ -88,6 +91,8 @@ class PipelineOutput:
     saliency: np.ndarray | None
     engine_seconds: float
     views: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    score: np.ndarray | None = None
+    view_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -109,6 +114,8 @@ class PipelineOutput:
             classes=self.classes[cut],
             saliency=None if self.saliency is None else self.saliency[cut],
             views={name: p[cut] for name, p in self.views.items()},
+            score=None if self.score is None else self.score[cut],
+            view_scores={name: s[cut] for name, s in self.view_scores.items()},
         )
 
     @classmethod
@@ -130,6 +137,11 @@ class PipelineOutput:
             saliency=None if first.saliency is None else joined("saliency"),
             engine_seconds=float(sum(p.engine_seconds for p in parts)),
             views={name: np.concatenate([p.views[name] for p in parts]) for name in first.views},
+            score=None if first.score is None else joined("score"),
+            view_scores={
+                name: np.concatenate([p.view_scores[name] for p in parts])
+                for name in first.view_scores
+            },
         )
 
 
@@ -222,8 +234,10 @@ class GGAPipeline:
         if result is None:
             n = len(inputs.predicted)
             trust, flagged, views = np.full(n, np.nan), np.zeros(n, dtype=bool), {}
+            score, raw = np.full(n, np.nan), {}
         else:
             trust, flagged, views = result.trust, result.flagged, result.views
+            score, raw = result.score, result.raw
         # Each tensor leaves the device once: the views' inputs are the output's arrays.
         return PipelineOutput(
             probabilities=out.probabilities.detach().cpu().numpy().astype(np.float32),
@@ -236,6 +250,8 @@ class GGAPipeline:
             saliency=(out.saliency.detach().cpu().numpy().astype(np.float32) if saliency else None),
             engine_seconds=scored.engine_seconds,
             views=views,
+            score=np.asarray(score, dtype=np.float64),
+            view_scores={name: np.asarray(v, dtype=np.float64) for name, v in raw.items()},
         )
 
 

@@ -12,7 +12,7 @@ a scorer with the single view ``gga-paper`` and the ``single`` fusion.
 """
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,15 @@ class TrustResult:
         trust: (N,) trust scores in [0, 1] (conformal p-values; 0 only for a NaN score).
         flagged: (N,) trust below alpha.
         views: each view's own p-value (N,), by view name.
+        raw: each fused view's raw outlier score (N,) before its calibration, by view name
+            (with ``score``, what a recalibration from traffic refits on).
     """
 
     score: np.ndarray
     trust: np.ndarray
     flagged: np.ndarray
     views: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _check_parts(
@@ -79,6 +82,15 @@ def fused_statistic(
         the statistic is its view's score and there are no per-view p-values.
     """
     scores = {name: views[name].predict_features(inputs) for name in fusion.views}
+    return fuse(scores, view_calibrators, fusion)
+
+
+def fuse(
+    scores: dict[str, np.ndarray],
+    view_calibrators: dict[str, ConformalCalibrator],
+    fusion: Fusion,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`fused_statistic` from the fused views' raw scores (N,) by name."""
     if isinstance(fusion, SingleFusion):
         return scores[fusion.views[0]], {}
     p_values = {n: view_calibrators[n].trust(scores[n]) for n in fusion.views}
@@ -191,11 +203,14 @@ class TrustScorer:
 
     def evaluate(self, inputs: ViewInputs) -> TrustResult:
         """Scores, trust, flags and per-view p-values of a batch, in one pass over the views."""
-        fused, views = fused_statistic(self.views, self.view_calibrators, self.fusion, inputs)
+        raw = self.view_scores(inputs)
+        fused, views = fuse(raw, self.view_calibrators, self.fusion)
         trust = self.calibrator.trust(fused)
         if isinstance(self.fusion, SingleFusion):
             views = {self.fusion.views[0]: trust}  # its one view's p-value is the trust score
-        return TrustResult(score=fused, trust=trust, flagged=self.flagged(trust), views=views)
+        return TrustResult(
+            score=fused, trust=trust, flagged=self.flagged(trust), views=views, raw=raw
+        )
 
     def flagged(self, trust: Any) -> np.ndarray:
         """Boolean (N,): trust below ``alpha``."""

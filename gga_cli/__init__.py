@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "db",
     "bench",
     "fit",
+    "recalibrate",
     "evaluate",
     "lab",
     "experiment",

@@ -22,6 +22,7 @@ from service.console import mount_console
 from service.dataplane import DataPlane
 from service.errorlog import ThrottledLog
 from service.errors import InvalidInput, ServiceError, StoreUnavailable, validation_message
+from service.flag_quality import watch_flag_quality
 from service.metrics import RejectReason, ServiceMetrics, render
 from service.protocol.middleware import (
     AdmissionMiddleware,
@@ -176,6 +177,8 @@ def _build_state(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> N
     )
     app.state.in_flight = InFlightLimiter(settings.caller_concurrency)
     app.state.dataplane = DataPlane(registry, db, settings)
+    # The gauges of what /v1/stats serves as flag_quality, recounted off the request path.
+    watch_flag_quality(metrics, db, registry)
 
 
 def _add_middleware(

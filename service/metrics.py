@@ -46,6 +46,18 @@ TRUST_SCORE_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
+# The gga_flag_quality_* gauges, by FlagQuality field: what the operator's alert compares.
+FLAG_QUALITY_GAUGES: dict[str, str] = {
+    "labelled": "Predictions with feedback in the window.",
+    "precision": "Of the flagged labelled predictions, the share that were wrong.",
+    "recall": "Of the wrong labelled predictions, the share that were flagged.",
+    "false_alarm_rate": "Of the correct labelled predictions, the share that were flagged.",
+    "false_alarm_low": "Low end of the 95% Wilson interval of the false-alarm rate.",
+    "false_alarm_high": "High end of the 95% Wilson interval of the false-alarm rate.",
+    "alpha": "The model's calibrated false-alarm rate on clean traffic.",
+}
+
+
 class RejectReason(StrEnum):
     """Why a request was refused with nothing stored (the ``reason`` label's values)."""
 
@@ -164,6 +176,12 @@ class ServiceMetrics:
             "1 when the last use of the result store succeeded, 0 when it could not be reached.",
             registry=r,
         )
+        # The flag's quality on labelled traffic (service/flag_quality.py refreshes them in the
+        # background; a ratio without a denominator is NaN).
+        self.flag_quality = {
+            field: Gauge(f"gga_flag_quality_{field}", help_text, ("model", "window"), registry=r)
+            for field, help_text in FLAG_QUALITY_GAUGES.items()
+        }
 
     def observe_request(self, model: str, endpoint: str, code: int | str, seconds: float) -> None:
         """Count one answered HTTP request and record its latency.
@@ -263,6 +281,22 @@ class ServiceMetrics:
             detector=detector,
             alpha="" if alpha is None else f"{alpha:g}",
         ).set(1)
+
+    def set_flag_quality(
+        self, values: Mapping[tuple[str, str], Mapping[str, float | None]]
+    ) -> None:
+        """Replace every ``gga_flag_quality_*`` series with ``values``.
+
+        Args:
+            values: By ``(model, window)``, each gauge's value by :data:`FLAG_QUALITY_GAUGES`
+                field; None (no alpha without a detector) leaves that series out.
+        """
+        for field, gauge in self.flag_quality.items():
+            gauge.clear()  # models and windows that have no labelled rows any more
+            for (model, window), measured in values.items():
+                value = measured.get(field)
+                if value is not None:
+                    gauge.labels(model=model, window=window).set(value)
 
     def observe_rejection(self, model: str, reason: RejectReason | str) -> None:
         """Count one request refused with nothing stored (``deadline``: possibly after computing).

@@ -32,7 +32,7 @@ from service.batcher import Batcher, WorkItem
 from service.errors import ModelNotReady, ServiceError, StoreRejected, StoreUnavailable
 from service.inference_stats import InferenceStats
 from service.metrics import ServiceMetrics
-from service.predictions import Predictions
+from service.predictions import Predictions, statistic_id
 from service.store import Database, new_id
 from service.store import repository as store
 from service.store.errors import is_unavailable
@@ -267,6 +267,12 @@ class ServedModel:
 
     # -- batcher threads ----------------------------------------------------------------------
 
+    @property
+    def _statistic(self) -> str | None:
+        """Which fused statistic this model's scores are (stored with them; None: no detector)."""
+        scorer = self.pipeline.scorer if self.pipeline is not None else None
+        return statistic_id(scorer) if scorer is not None else None
+
     def _score(self, x: Tensor, saliency: bool) -> PipelineOutput:
         """The pipeline over ``x`` in chunks of at most ``max_batch_size`` images.
 
@@ -313,6 +319,7 @@ class ServedModel:
                 created_at=now,
                 out=out.rows(lo, hi),
                 inputs=item.inputs,
+                statistic=self._statistic,
             )
         return _Computed(engine_seconds=out.engine_seconds, predictions=predictions)
 

@@ -8,6 +8,9 @@ as numpy once and is converted only by the encoder that writes it out.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +19,7 @@ import numpy as np
 from torch import Tensor
 
 from detectors.pipeline import PipelineOutput
+from detectors.trust import TrustScorer
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class Predictions:
         created_at: When the micro-batch was scored (stored with each row).
         out: The request's rows of the pipeline output.
         inputs: The images as the model saw them, (n, C, H, W) in [0, 1] (saliency shows them).
+        statistic: Which fused statistic ``out.score`` is (:func:`statistic_id` of the scorer),
+            stored with the scores: a recalibration refits only on scores of the same one.
     """
 
     model: str
@@ -39,6 +45,7 @@ class Predictions:
     created_at: dt.datetime
     out: PipelineOutput
     inputs: Tensor
+    statistic: str | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,6 +77,47 @@ class Predictions:
                 "features": out.features[i].tolist(),
                 "api_key_id": owner,
                 "request_id": request_id,
+                "scores": self.scores(i),
             }
             for i, prediction_id in enumerate(self.ids)
         ]
+
+    def scores(self, i: int) -> dict[str, Any] | None:
+        """Image ``i``'s fused statistic before calibration and each view's raw score.
+
+        None without a detector. A non-finite value is kept as None: JSON has no NaN, and
+        PostgreSQL refuses one in a JSON column.
+        """
+        score = self.out.score
+        if score is None or not np.isfinite(score[i]):
+            return None
+        return {
+            "fused": float(score[i]),
+            "views": {name: _finite(v[i]) for name, v in self.out.view_scores.items()},
+            "statistic": self.statistic,
+        }
+
+
+def _finite(value: Any) -> float | None:
+    number = float(value)
+    return number if np.isfinite(number) else None
+
+
+_statistic_ids: weakref.WeakKeyDictionary[TrustScorer, str] = weakref.WeakKeyDictionary()
+
+
+def statistic_id(scorer: TrustScorer) -> str:
+    """A short hash of what defines the scorer's fused statistic: its fused views, their
+    calibrations and the fusion, not the final calibration.
+
+    Recalibrating changes only the final calibration, so scores stored before and after a
+    recalibration share an id; a new ``gga fit`` changes it. Hashed once per scorer.
+    """
+    known = _statistic_ids.get(scorer)
+    if known is None:
+        payload = scorer.to_dict()
+        fused = {name: payload["views"][name] for name in scorer.view_names}
+        text = json.dumps({"views": fused, "fusion": payload["fusion"]}, sort_keys=True)
+        known = hashlib.sha256(text.encode()).hexdigest()[:16]
+        _statistic_ids[scorer] = known
+    return known

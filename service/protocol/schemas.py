@@ -7,9 +7,9 @@ works on internal objects, not on these.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 # -- errors ---------------------------------------------------------------------------------------
 
@@ -106,6 +106,24 @@ class PredictResponse(BaseModel):
     predictions: list[PredictionOut]
 
 
+class StoredFeedback(BaseModel):
+    correct: bool = Field(description="Whether the predicted class was right.")
+    label: int | None = Field(description="The true class; null when only 'wrong' was said.")
+    at: dt.datetime = Field(description="When this feedback was posted.")
+
+
+class Scores(BaseModel):
+    fused: float = Field(description="The fused outlier statistic before the final calibration.")
+    views: dict[str, float | None] = Field(
+        default_factory=dict, description="Each fused view's raw outlier score, by view name."
+    )
+    statistic: str | None = Field(
+        None,
+        description="Which fused statistic this is (a hash of the fused views, their "
+        "calibrations and the fusion): a recalibration uses only scores of the served one.",
+    )
+
+
 class StoredPrediction(BaseModel):
     id: str
     model: str
@@ -118,6 +136,62 @@ class StoredPrediction(BaseModel):
     created_at: dt.datetime
     features: dict[str, float] | None = None
     request_id: str
+    scores: Scores | None = Field(
+        None, description="What recalibration needs; null without a detector (or before 0004)."
+    )
+    feedback: StoredFeedback | None = Field(None, description="The latest feedback, if any.")
+
+
+# -- v1: feedback -------------------------------------------------------------------------------
+
+ClassName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class FeedbackIn(BaseModel):
+    """Body of ``POST /v1/predictions/{id}/feedback``: exactly one of ``label`` and ``correct``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: StrictInt | ClassName | None = Field(
+        None, description="The true class: its index, or its name in the model's card."
+    )
+    correct: StrictBool | None = Field(
+        None, description="Whether the predicted class was right (when the true one is unknown)."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.label is None) == (self.correct is None):
+            raise ValueError("send exactly one of 'label' (the true class) and 'correct'")
+        return self
+
+
+class FeedbackItem(FeedbackIn):
+    id: str = Field(min_length=1, max_length=64, description="The prediction's id.")
+
+
+class FeedbackBatchIn(BaseModel):
+    """Body of ``POST /v1/predictions/feedback``: stored all together, or not at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feedback: list[FeedbackItem] = Field(min_length=1, max_length=500)
+
+
+class FeedbackOut(BaseModel):
+    prediction_id: str
+    correct: bool
+    label: int | None = Field(description="The true class; null when only 'wrong' was said.")
+    class_name: str | None = Field(None, description="Its name (null when unknown).")
+    revision: int = Field(
+        description="This post's place in the store's feedback history: a higher revision "
+        "replaced a lower one."
+    )
+    created_at: dt.datetime
+
+
+class FeedbackList(BaseModel):
+    feedback: list[FeedbackOut]
 
 
 class PredictionPage(BaseModel):
@@ -165,6 +239,26 @@ class ModelList(BaseModel):
     default_model: str
 
 
+class FlagQualityOut(BaseModel):
+    labelled: int = Field(description="Predictions with feedback.")
+    correct: int
+    wrong: int
+    flagged: int
+    flagged_wrong: int
+    false_alarms: int = Field(description="Flagged although correct.")
+    precision: float | None = Field(description="flagged_wrong / flagged.")
+    recall: float | None = Field(description="flagged_wrong / wrong.")
+    false_alarm_rate: float | None = Field(description="false_alarms / correct.")
+    false_alarm_interval: list[float] = Field(
+        description="Wilson interval [low, high] of the false-alarm rate."
+    )
+    confidence: float = Field(description="The interval's confidence level.")
+    alpha: float | None = Field(description="The model's calibrated false-alarm rate.")
+    false_alarms_above_alpha: bool | None = Field(
+        description="True when the interval's low end is above alpha."
+    )
+
+
 class Stats(BaseModel):
     model: str | None
     window: str | None
@@ -172,6 +266,11 @@ class Stats(BaseModel):
     flagged: int
     flag_rate: float | None
     trust_quantiles: dict[str, float] | None
+    flag_quality: dict[str, FlagQualityOut] = Field(
+        default_factory=dict,
+        description="Per model, the flag's quality on the predictions with feedback in the "
+        "window (models without any are left out).",
+    )
     latency_quantiles: dict[str, float] | None = Field(
         None,
         description="Predict request latency in seconds (p50, p90, p99) since this server "

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
+from service.dataplane import DataPlane, parse_window
+from service.feedback import FeedbackRequest, FeedbackService
+from service.flag_quality import flag_quality, served_alphas
 from service.latency import predict_latency_quantiles
 from service.model import RequestContext
 from service.protocol.decode import ACCEPTED, check_request_id, off_loop, read_predict_body
-from service.protocol.deps import CallerDep, DataPlaneDep, MetricsDep, ReaderDep
+from service.protocol.deps import CallerDep, DataPlaneDep, IdentityDep, MetricsDep, ReaderDep
 from service.protocol.openapi import body_ref
 from service.protocol.schemas import (
     ErrorV1,
+    FeedbackBatchIn,
+    FeedbackIn,
+    FeedbackList,
+    FeedbackOut,
     ModelList,
     ModelOut,
     PredictionPage,
@@ -93,11 +101,56 @@ async def get_prediction(
     return StoredPrediction.model_validate(await dataplane.get_prediction(prediction_id, reader))
 
 
+def get_feedback_service(dataplane: DataPlaneDep) -> FeedbackService:
+    return FeedbackService(dataplane.db, dataplane.registry)
+
+
+FeedbackDep = Annotated[FeedbackService, Depends(get_feedback_service)]
+
+
+async def post_feedback(
+    prediction_id: str,
+    body: FeedbackIn,
+    feedback: FeedbackDep,
+    reader: ReaderDep,
+    identity: IdentityDep,
+) -> FeedbackOut:
+    """Say what the true class of a stored prediction was, or only whether it was correct.
+
+    The key that made the prediction may post, and so may read and admin keys; a later post
+    replaces the current feedback, and the earlier ones stay in its history.
+    """
+    request = FeedbackRequest.from_body(prediction_id, body)
+    (recorded,) = await feedback.post([request], reader, identity.key_id)
+    return FeedbackOut.model_validate(recorded)
+
+
+async def post_feedback_batch(
+    body: FeedbackBatchIn, feedback: FeedbackDep, reader: ReaderDep, identity: IdentityDep
+) -> FeedbackList:
+    """Feedback on many predictions, stored all together or, on any error, not at all."""
+    requests = [FeedbackRequest.from_body(item.id, item) for item in body.feedback]
+    recorded = await feedback.post(requests, reader, identity.key_id)
+    return FeedbackList.model_validate({"feedback": recorded})
+
+
+async def get_feedback_history(
+    prediction_id: str, feedback: FeedbackDep, reader: ReaderDep
+) -> FeedbackList:
+    """Every feedback post on a stored prediction, oldest first (the last is current)."""
+    history = await feedback.history(prediction_id, reader)
+    return FeedbackList.model_validate({"feedback": history})
+
+
 async def list_predictions(
     dataplane: DataPlaneDep,
     reader: ReaderDep,
     model: str | None = None,
     flagged: bool | None = None,
+    feedback: Annotated[
+        Literal["correct", "wrong", "labelled", "none"] | None,
+        Query(description="only predictions whose feedback says so, with any, or without"),
+    ] = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -108,6 +161,7 @@ async def list_predictions(
         reader,
         model=model,
         flagged=flagged,
+        feedback=feedback,
         since=since,
         until=until,
         limit=limit,
@@ -139,7 +193,20 @@ async def get_stats(
     predict key's own; every key's for read and admin keys); predict latency."""
     stats = await dataplane.stats(reader, model, window)
     stats["latency_quantiles"] = predict_latency_quantiles(metrics.registry, model)
+    stats["flag_quality"] = await _flag_quality(dataplane, reader, model, window)
     return Stats.model_validate(stats)
+
+
+async def _flag_quality(
+    dataplane: DataPlane, reader: str | None, model: str | None, window: str | None
+) -> dict[str, Any]:
+    span = parse_window(window)
+    since = dt.datetime.now(dt.UTC) - span if span is not None else None
+    alphas = served_alphas(dataplane.registry)
+    quality = await asyncio.to_thread(
+        flag_quality, dataplane.db, reader, alphas, model=model, since=since
+    )
+    return {name: q.to_dict() for name, q in quality.items()}
 
 
 def register_v1_endpoints(app: FastAPI) -> None:
@@ -152,7 +219,12 @@ def register_v1_endpoints(app: FastAPI) -> None:
         openapi_extra=PREDICT_BODY,
         response_model=PredictResponse,
     )
+    router.add_api_route("/predictions/feedback", post_feedback_batch, methods=["POST"])
     router.add_api_route("/predictions/{prediction_id}", get_prediction, methods=["GET"])
+    router.add_api_route("/predictions/{prediction_id}/feedback", post_feedback, methods=["POST"])
+    router.add_api_route(
+        "/predictions/{prediction_id}/feedback", get_feedback_history, methods=["GET"]
+    )
     router.add_api_route("/predictions", list_predictions, methods=["GET"])
     router.add_api_route("/models", list_models, methods=["GET"])
     router.add_api_route("/models/{name}", get_model, methods=["GET"])

@@ -14,6 +14,7 @@ from sqlalchemy import Select, case, delete, func, select, update
 
 from service.errors import InvalidCursor, PredictionNotFound
 from service.store.database import Database
+from service.store.feedback import delete_feedback_of
 from service.store.tables import ApiKey, Prediction
 
 _CURSOR_PREFIX = "p1:"
@@ -77,6 +78,7 @@ def list_predictions(
     *,
     model: str | None = None,
     flagged: bool | None = None,
+    feedback: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: int = 50,
@@ -89,6 +91,8 @@ def list_predictions(
         owner: Caller's key id, or None in open mode.
         model: Only this model's predictions.
         flagged: Only flagged (True) or unflagged (False) ones.
+        feedback: Only those whose feedback says ``correct`` or ``wrong``, those with any
+            (``labelled``) or those without (``none``).
         since: Created at or after this time.
         until: Created before this time.
         limit: Page size, 1..500.
@@ -106,6 +110,8 @@ def list_predictions(
         stmt = stmt.where(Prediction.model == model)
     if flagged is not None:
         stmt = stmt.where(Prediction.flagged == flagged)
+    if feedback is not None:
+        stmt = stmt.where(_FEEDBACK_FILTERS[feedback])
     if since is not None:
         stmt = stmt.where(Prediction.created_at >= since)
     if until is not None:
@@ -121,6 +127,14 @@ def list_predictions(
         return rows, encode_cursor(rows[-1]["id"])
     return rows, None
 
+
+# The History page's feedback filter, by its query value.
+_FEEDBACK_FILTERS = {
+    "correct": Prediction.feedback_correct.is_(True),
+    "wrong": Prediction.feedback_correct.is_(False),
+    "labelled": Prediction.feedback_correct.is_not(None),
+    "none": Prediction.feedback_correct.is_(None),
+}
 
 QUANTILES: dict[str, float] = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
 
@@ -226,7 +240,10 @@ def prune_predictions(db: Database, before: dt.datetime, chunk: int = 5000) -> i
     while True:
         old = select(Prediction.id).where(Prediction.created_at < before).limit(chunk)
         with db.session() as session:
-            result = session.execute(delete(Prediction).where(Prediction.id.in_(old)))
+            # The ids are read once so that the feedback and its predictions go together.
+            ids = list(session.scalars(old))
+            delete_feedback_of(session, ids)
+            result = session.execute(delete(Prediction).where(Prediction.id.in_(ids)))
             n = int(result.rowcount or 0)
         deleted += n
         if n < chunk:

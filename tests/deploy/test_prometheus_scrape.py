@@ -147,7 +147,8 @@ def start_metrics_target(repo: Path, data_dir: Path, workdir: Path) -> Iterator[
         workdir,
         GGA_API_KEYS=API_KEY,
         GGA_RATE_LIMIT="0.001",
-        GGA_RATE_LIMIT_BURST=str(len(REQUEST_SIZES)),
+        # One token more: the feedback that makes the gga_flag_quality_* series exist.
+        GGA_RATE_LIMIT_BURST=str(len(REQUEST_SIZES) + 1),
         GGA_MAX_BATCH_SIZE=str(MAX_BATCH_SIZE),
         GGA_QUEUE_SIZE=str(QUEUE_SIZE),
     )
@@ -167,6 +168,15 @@ def start_metrics_target(repo: Path, data_dir: Path, workdir: Path) -> Iterator[
             assert response.status_code == 200, response.text
             predictions += response.json()["predictions"]
             start += size
+        # One correct and one wrong at least, so every flag-quality series is there.
+        feedback = [{"id": p["id"], "correct": i % 2 == 0} for i, p in enumerate(predictions)]
+        response = httpx.post(
+            f"{server.url}/v1/predictions/feedback",
+            json={"feedback": feedback},
+            headers=headers,
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
         refused = predict(pngs[:1])
         assert refused.status_code == 429, refused.text
         yield Target(server.port, server.url, predictions, rate_limited=1)
@@ -315,6 +325,12 @@ def scraped(prometheus: Prometheus) -> Prometheus:
         return bool(rules) and all(r.get("lastEvaluation", "").startswith("2") for r in rules)
 
     wait_for("the alert rules to be evaluated", rules_evaluated, SCRAPE_TIMEOUT_S)
+    # Counted in the background after a scrape finds them stale: they arrive a scrape later.
+    wait_for(
+        "the flag-quality gauges",
+        lambda: prometheus.vector('gga_flag_quality_labelled{job="gga"}'),
+        SCRAPE_TIMEOUT_S,
+    )
     return prometheus
 
 

@@ -18,6 +18,7 @@ REQUIRED_ALERTS = {
     "GGANoReplicaUp",
     "GGABatchFailures",
     "GGAStoreUnreachable",
+    "GGAFalseAlarmsAboveAlpha",
 }
 
 

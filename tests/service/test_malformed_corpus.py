@@ -3,7 +3,8 @@ none 5xx.
 
 The corpus is generated from a fixed seed (reproducible): truncated and bit-flipped PNG and JPEG
 files, images declaring giant dimensions, wrong content types, broken JSON and base64, bad tensor
-values, malformed v2 requests and binary tensor framing, over-long ids and headers.
+values, malformed v2 requests and binary tensor framing, over-long ids and headers, and malformed
+feedback (single and batch) on a stored prediction, an unknown one and absurd ids.
 """
 
 import base64
@@ -29,6 +30,7 @@ from service.store import Database
 MODEL = "fashion-mnist-cnn"
 V1 = f"/v1/models/{MODEL}/predict"
 V2 = f"/v2/models/{MODEL}/infer"
+FEEDBACK_BATCH = "/v1/predictions/feedback"
 CORPUS_SIZE = 1000
 
 
@@ -120,14 +122,48 @@ def _v2(rng: random.Random) -> dict:
                                  "data": good}], "outputs": outputs}}  # fmt: skip
 
 
-def corpus(seed: int = 17) -> Iterator[tuple[str, str, dict]]:
-    """(category, path, request kwargs) for ``CORPUS_SIZE`` malformed requests."""
+def _feedback(rng: random.Random, prediction_id: str) -> tuple[str, dict]:
+    """A malformed feedback request: (path, request kwargs)."""
+    target = rng.choice(
+        [prediction_id, prediction_id, "0" * 26, "x" * rng.randint(65, 5000), "%00"]
+    )
+    single = f"/v1/predictions/{target}/feedback"
+    body = rng.choice([
+        {}, {"correct": True, "label": 1}, {"correct": "yes"}, {"correct": None}, {"label": 1.5},
+        {"label": True}, {"label": ""}, {"label": 10}, {"label": -1}, {"label": 2**70},
+        {"label": "not a class"}, {"label": "x" * 300}, {"label": [1]}, {"label": {"a": 1}},
+        {"correct": True, "extra": 1}, [], "correct", None, 7,
+    ])  # fmt: skip
+    if rng.random() < 0.4:
+        text = rng.choice(['{"correct": tru', '{"label": 1,}', "\x00\xff", '{"correct": true}' * 2])
+        return single, {"content": text.encode("latin-1"),
+                        "headers": {"content-type": "application/json"}}  # fmt: skip
+    if rng.random() < 0.5:
+        return single, {"json": body}
+    items = rng.choice([
+        [{"id": prediction_id, "correct": True}] * 501,
+        [{"correct": True}],
+        [{"id": "", "correct": True}],
+        [{"id": "i" * 100, "label": 1}],
+        [{"id": prediction_id, "correct": True}, {"id": "0" * 26, "correct": True}],
+        [{"id": prediction_id, **body}] if isinstance(body, dict) else body,
+    ])  # fmt: skip
+    return FEEDBACK_BATCH, {"json": rng.choice([{"feedback": items}, items, {"feedback": None}])}
+
+
+def corpus(seed: int = 17, prediction_id: str = "0" * 26) -> Iterator[tuple[str, str, dict]]:
+    """(category, path, request kwargs) for ``CORPUS_SIZE`` malformed requests.
+
+    Args:
+        seed: The corpus's random seed.
+        prediction_id: A stored prediction, for feedback that reaches its resolution.
+    """
     rng = random.Random(seed)
     pngs = [_png(rng, mode) for mode in ("L", "RGB", "RGBA", "LA") for _ in range(3)]
     jpegs = [_jpeg(rng) for _ in range(4)]
     categories = [
         "truncated", "bitflip", "giant", "content_type", "broken_json", "base64",
-        "tensor_values", "v2", "long_id", "headers",
+        "tensor_values", "v2", "long_id", "headers", "feedback",
     ]  # fmt: skip
     for n in range(CORPUS_SIZE):
         category = categories[n % len(categories)]
@@ -193,6 +229,8 @@ def corpus(seed: int = 17) -> Iterator[tuple[str, str, dict]]:
                                  "headers": {"content-type": "application/json"}}  # fmt: skip
         elif category == "v2":
             yield category, V2, _v2(rng)
+        elif category == "feedback":
+            yield category, *_feedback(rng, prediction_id)
         elif category == "long_id":
             request_id = "r" * rng.randint(65, 10_000)
             yield category, V1, {**_files([pngs[0]]), "headers": {"X-Request-ID": request_id}}
@@ -250,7 +288,9 @@ def test_no_malformed_request_gets_a_server_error(
         seen: Counter = Counter()
         failures = []
         with TestClient(create_app(settings)) as client:
-            for category, path, kwargs in corpus():
+            stored = client.post(V1, **_with_key({"json": {"tensor": [[0.5] * 28] * 28}}, key))
+            prediction_id = stored.json()["predictions"][0]["id"]
+            for category, path, kwargs in corpus(prediction_id=prediction_id):
                 r = client.post(path, **_with_key(kwargs, key))
                 seen[(category, r.status_code)] += 1
                 if r.status_code >= 500:
@@ -261,4 +301,4 @@ def test_no_malformed_request_gets_a_server_error(
         assert not failures, "\n".join(failures[:10])
         # The corpus reached the validators of every category (it is not all one kind of 4xx).
         refused = {category for (category, status) in seen if 400 <= status < 500}
-        assert len(refused) == 10, seen
+        assert len(refused) == 11, seen

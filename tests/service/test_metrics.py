@@ -32,6 +32,13 @@ EXPECTED = {
     "gga_rejected_requests": ("counter", {"model", "reason"}),
     "gga_batch_failures": ("counter", {"model", "stage"}),
     "gga_store_up": ("gauge", set()),
+    "gga_flag_quality_labelled": ("gauge", {"model", "window"}),
+    "gga_flag_quality_precision": ("gauge", {"model", "window"}),
+    "gga_flag_quality_recall": ("gauge", {"model", "window"}),
+    "gga_flag_quality_false_alarm_rate": ("gauge", {"model", "window"}),
+    "gga_flag_quality_false_alarm_low": ("gauge", {"model", "window"}),
+    "gga_flag_quality_false_alarm_high": ("gauge", {"model", "window"}),
+    "gga_flag_quality_alpha": ("gauge", {"model", "window"}),
 }
 
 

@@ -56,9 +56,11 @@ def test_no_server_errors(api_schema) -> None:
     failures: list[str] = []
     statuses: list[int] = []
     operations = 0
+    paths = set()
     for result in api_schema.get_all_operations():
         operation = result.ok()
         operations += 1
+        paths.add(f"{operation.method.upper()} {operation.path}")
 
         strategies = [operation.as_strategy(mode) for mode in schemathesis.GenerationMode]
 
@@ -81,5 +83,11 @@ def test_no_server_errors(api_schema) -> None:
 
         call()
     assert operations >= 10 and len(statuses) >= 5 * operations
+    # The feedback endpoints are fuzzed like the rest (issue 28).
+    assert {
+        "POST /v1/predictions/{prediction_id}/feedback",
+        "GET /v1/predictions/{prediction_id}/feedback",
+        "POST /v1/predictions/feedback",
+    } <= paths, paths
     assert any(400 <= code < 500 for code in statuses)  # the fuzzer did reach the validators
     assert not failures, "\n".join(failures[:10])

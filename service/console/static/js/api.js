@@ -100,18 +100,21 @@ function query(params) {
  * One request. XMLHttpRequest rather than fetch: it reports upload progress and has a timeout.
  * @param {string} method
  * @param {string} path - Relative to the page ("v1/models"), so a path prefix keeps working.
- * @param {{params?: object, body?: FormData, timeoutMs?: number, onUpload?: (f: number) => void,
- *          onSent?: () => void, contract?: string}} options
+ * @param {{params?: object, body?: FormData, json?: object, timeoutMs?: number,
+ *          onUpload?: (f: number) => void, onSent?: () => void, contract?: string}} options
+ *   (``json`` is sent as an application/json body instead of ``body``)
  * @returns {Promise<any>} The checked JSON answer.
  */
 export function request(method, path, options = {}) {
-  const { params, body, timeoutMs = DEFAULT_TIMEOUT_MS, onUpload, onSent, contract } = options;
+  const { params, json, timeoutMs = DEFAULT_TIMEOUT_MS, onUpload, onSent, contract } = options;
+  const body = json !== undefined ? JSON.stringify(json) : options.body;
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open(method, path + query(params));
     xhr.timeout = timeoutMs;
     const key = getKey();
     if (key) xhr.setRequestHeader("X-API-Key", key);
+    if (json !== undefined) xhr.setRequestHeader("Content-Type", "application/json");
     xhr.setRequestHeader("Accept", "application/json");
     if (onUpload || onSent) {
       xhr.upload.onprogress = (e) => {
@@ -192,6 +195,15 @@ export const api = {
   prediction: (id) =>
     request("GET", `v1/predictions/${encodeURIComponent(id)}`, {
       contract: "GET /v1/predictions/{prediction_id}",
+    }),
+  /**
+   * Say whether a stored prediction was right: {correct: true|false} or {label: index|name}.
+   * @returns {Promise<object>} The stored feedback.
+   */
+  feedback: (id, body) =>
+    request("POST", `v1/predictions/${encodeURIComponent(id)}/feedback`, {
+      json: body,
+      contract: "POST /v1/predictions/{prediction_id}/feedback",
     }),
   /**
    * Classify one file with the explanation and the sign maps.

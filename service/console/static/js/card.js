@@ -1,7 +1,8 @@
 // One prediction as a card: what the model saw, what it said, how far to trust it, and why.
 
+import { api } from "./api.js";
 import { csmHeatmap, probabilityChart, trustScale } from "./charts.js";
-import { h, percent, score, seconds, when } from "./dom.js";
+import { errorBox, h, percent, score, seconds, when } from "./dom.js";
 
 const png = (b64) => `data:image/png;base64,${b64}`;
 
@@ -83,6 +84,36 @@ function saliencyStrip(pred, names) {
   );
 }
 
+function feedbackText(feedback) {
+  if (!feedback) return "No feedback yet.";
+  return feedback.correct ? "Marked correct." : "Marked wrong.";
+}
+
+// "Correct" / "Wrong" on the card: posts feedback, which the flag's live quality is measured on.
+function feedbackBar(pred) {
+  const status = h("span", { class: "feedback-status", "aria-live": "polite" }, feedbackText(pred.feedback));
+  const send = async (correct) => {
+    status.textContent = "Sending…";
+    try {
+      const stored = await api.feedback(pred.id, { correct });
+      pred.feedback = { correct: stored.correct, label: stored.label ?? null };
+      status.replaceChildren(feedbackText(pred.feedback));
+    } catch (err) {
+      status.replaceChildren(errorBox(err));
+    }
+  };
+  return h(
+    "span",
+    { class: "feedback", dataset: { id: pred.id } },
+    "Was this right? ",
+    h("button", { type: "button", class: "secondary feedback-correct", onclick: () => send(true) }, "✓ Correct"),
+    " ",
+    h("button", { type: "button", class: "secondary feedback-wrong", onclick: () => send(false) }, "✗ Wrong"),
+    " ",
+    status
+  );
+}
+
 /**
  * Build the card of a prediction.
  * @param {object} pred - A prediction (predict answer, or a stored one without pictures).
@@ -153,6 +184,7 @@ export function predictionCard(pred, ctx = {}) {
       "footer",
       { class: "card-foot" },
       h("span", {}, "id ", h("code", {}, pred.id)),
+      pred.id ? feedbackBar(pred) : null,
       ctx.timings ? h("span", { class: "timings" }, `API ${seconds(ctx.timings.api / 1000)} · on screen ${seconds(ctx.timings.drawn / 1000)}`) : null
     )
   );

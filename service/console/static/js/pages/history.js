@@ -1,5 +1,5 @@
-// History: stored predictions, newest first, filtered by model, flagged only and time window;
-// the flag rate over the window beside the model's alpha; a click opens the card.
+// History: stored predictions, newest first, filtered by model, flagged only, feedback and time
+// window; the flag rate over the window beside the model's alpha; a click opens the card.
 
 import { api } from "../api.js";
 import { predictionCard } from "../card.js";
@@ -14,6 +14,14 @@ const WINDOWS = [
   ["", "all time", null],
 ];
 const PAGE_SIZE = 50;
+// The feedback filter's values (the API's ?feedback=) and labels.
+const FEEDBACK = [
+  ["", "any"],
+  ["labelled", "with feedback"],
+  ["correct", "marked correct"],
+  ["wrong", "marked wrong"],
+  ["none", "without feedback"],
+];
 
 let root;
 let form;
@@ -32,6 +40,7 @@ function filters() {
   return {
     model: data.get("model") || undefined,
     flagged: data.get("flagged") ? "true" : undefined,
+    feedback: data.get("feedback") || undefined,
     window: window || undefined,
     since: span ? new Date(Date.now() - span * 1000).toISOString() : undefined,
   };
@@ -74,7 +83,8 @@ function row(p) {
     h("td", {}, p.model),
     h("td", {}, open),
     h("td", { class: "num" }, score(p.trust_score)),
-    h("td", {}, h("span", { class: `pill ${p.flagged ? "flagged" : "trusted"}` }, p.flagged ? "⚠ Flagged" : "✓ Trusted"))
+    h("td", {}, h("span", { class: `pill ${p.flagged ? "flagged" : "trusted"}` }, p.flagged ? "⚠ Flagged" : "✓ Trusted")),
+    h("td", { class: "feedback-cell", dataset: { feedback: p.feedback ? String(p.feedback.correct) : "" } }, p.feedback ? (p.feedback.correct ? "correct" : "wrong") : "–")
   );
 }
 
@@ -90,7 +100,7 @@ async function loadPage(reset) {
   more.hidden = true;
   message.replaceChildren(h("p", { class: "hint" }, "Loading…"));
   try {
-    const page = await api.predictions({ model: f.model, flagged: f.flagged, since: f.since, limit: PAGE_SIZE, cursor: reset ? undefined : cursor });
+    const page = await api.predictions({ model: f.model, flagged: f.flagged, feedback: f.feedback, since: f.since, limit: PAGE_SIZE, cursor: reset ? undefined : cursor });
     if (gen !== generation) return;
     tbody.append(...page.predictions.map(row));
     cursor = page.next_cursor || null;
@@ -128,6 +138,8 @@ function build() {
     h("label", { for: "history-model" }, "Model "),
     model,
     h("label", { class: "check" }, h("input", { type: "checkbox", name: "flagged", id: "history-flagged" }), " Flagged only"),
+    h("label", { for: "history-feedback" }, "Feedback "),
+    h("select", { name: "feedback", id: "history-feedback" }, FEEDBACK.map(([v, label]) => h("option", { value: v }, label))),
     h("label", { for: "history-window" }, "Time window "),
     h("select", { name: "window", id: "history-window" }, WINDOWS.map(([v, label]) => h("option", { value: v, selected: v === "24h" }, label))),
     h("button", { type: "submit" }, "Refresh")
@@ -156,7 +168,7 @@ function build() {
       h(
         "thead",
         {},
-        h("tr", {}, ["Time", "Model", "Class", "Trust", "State"].map((t) => h("th", { scope: "col" }, t)))
+        h("tr", {}, ["Time", "Model", "Class", "Trust", "State", "Feedback"].map((t) => h("th", { scope: "col" }, t)))
       ),
       tbody
     ),

@@ -1,4 +1,5 @@
-// Models: one card per served model, with its detector and its recent flag rate and latency.
+// Models: one card per served model, with its detector, its recent flag rate and latency, and the
+// flag's quality on the predictions users gave feedback on.
 
 import { api } from "../api.js";
 import { errorBox, h, percent, seconds } from "../dom.js";
@@ -20,10 +21,28 @@ function calibration(det) {
   return [source, n !== undefined ? `${n} images` : null].filter(Boolean).join(", ");
 }
 
+// The flag's quality over the window, from /v1/stats' flag_quality (null: no labelled predictions).
+function flagQuality(q) {
+  if (!q) return h("p", { class: "hint" }, `No feedback on predictions of the last ${WINDOW}: post "correct" or "wrong" on a result card.`);
+  const ratio = (v) => (v === null || v === undefined ? "–" : percent(v));
+  const [low, high] = q.false_alarm_interval;
+  const alarms = `${ratio(q.false_alarm_rate)} of ${q.correct} correct (95%: ${percent(low)}–${percent(high)})`;
+  return h(
+    "dl",
+    { class: "facts" },
+    fact("Labelled", String(q.labelled), "fq-labelled"),
+    fact("Precision", `${ratio(q.precision)} of ${q.flagged} flagged were wrong`, "fq-precision"),
+    fact("Recall", `${ratio(q.recall)} of ${q.wrong} wrong were flagged`, "fq-recall"),
+    fact("False alarms", alarms, `fq-false-alarms${q.false_alarms_above_alpha ? " warn" : ""}`),
+    ...(q.false_alarms_above_alpha ? [h("dt", {}, ""), h("dd", { class: "warn" }, `above alpha ${q.alpha} beyond chance: the calibration no longer fits this traffic`)] : [])
+  );
+}
+
 function modelCard(m) {
   const det = m.detector;
   const recent = h("dd", { class: "recent-rate" }, "…");
   const latency = h("dd", { class: "latency" }, "…");
+  const quality = h("div", { class: "flag-quality-body" }, "…");
   const card = h(
     "article",
     { class: "card model-card", dataset: { model: m.name } },
@@ -43,7 +62,8 @@ function modelCard(m) {
       recent,
       h("dt", {}, "p50 latency"),
       latency
-    )
+    ),
+    h("section", { class: "flag-quality" }, h("h3", {}, `Flag quality (${WINDOW}, from feedback)`), quality)
   );
   api
     .stats({ model: m.name, window: WINDOW })
@@ -51,10 +71,12 @@ function modelCard(m) {
       recent.textContent = st.flag_rate === null || st.flag_rate === undefined ? `no predictions` : `${percent(st.flag_rate)} of ${st.count}`;
       const p50 = st.latency_quantiles?.p50;
       latency.textContent = p50 === undefined || p50 === null ? "no requests yet" : `${seconds(p50)} (since start)`;
+      quality.replaceChildren(flagQuality(st.flag_quality?.[m.name]));
     })
     .catch((err) => {
       recent.replaceChildren(errorBox(err));
       latency.textContent = "–";
+      quality.textContent = "–";
     });
   return card;
 }
