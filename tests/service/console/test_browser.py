@@ -502,3 +502,38 @@ def test_large_image_shows_progress_then_its_card(page, server: LiveServer, tmp_
     seen = page.evaluate("window.seenStatus")
     assert "progress" in seen and "Computing the trust score…" in seen, seen
     assert card.locator(".card-label").inner_text() == api_predict(server.url, big)["class_name"]
+
+
+def test_feedback_buttons_post_and_the_models_page_shows_the_flag_quality(
+    page, server: LiveServer, artefacts: Path, noise_png: Path
+) -> None:
+    open_console(page, server.url)
+    shoe, noise = upload(page, SHOE, noise_png)
+    answers = {}
+    for card, correct in ((shoe, True), (noise, False)):
+        bar = card.locator(".feedback")
+        button = bar.locator(".feedback-correct" if correct else ".feedback-wrong")
+        button.click()
+        status = card.locator(".feedback-status")
+        word = "Marked correct." if correct else "Marked wrong."
+        page.wait_for_function(
+            "([el, w]) => el.textContent === w", arg=[status.element_handle(), word]
+        )
+        prediction_id = bar.get_attribute("data-id")
+        history = httpx.get(f"{server.url}/v1/predictions/{prediction_id}/feedback", timeout=30)
+        assert history.status_code == 200, history.text
+        answers[prediction_id] = history.json()
+    assert len(answers) == 2
+    shot(page, artefacts, "feedback-buttons")
+    # The Models page shows what /v1/stats says of the same window.
+    stats = httpx.get(
+        f"{server.url}/v1/stats", params={"model": MODEL, "window": "24h"}, timeout=30
+    )
+    quality = stats.json()["flag_quality"][MODEL]
+    open_console(page, server.url, "#/models")
+    panel = page.locator(f'.model-card[data-model="{MODEL}"] .flag-quality')
+    labelled = panel.locator(".fq-labelled")
+    labelled.wait_for()
+    assert labelled.inner_text() == str(quality["labelled"]) and quality["labelled"] >= 2
+    assert f"of {quality['wrong']} wrong were flagged" in panel.locator(".fq-recall").inner_text()
+    panel.screenshot(path=artefacts / "flag-quality-panel.png")
