@@ -16,6 +16,7 @@ file back. A running server serves either after a reload (``POST
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import os
@@ -24,12 +25,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.errors import GGAUserError
 
 # Below this many confirmed-correct predictions the command refuses. With n calibration scores
 # the false-alarm rate on exchangeable traffic is alpha on average, and spread around it by about
 # sqrt(alpha (1 - alpha) / n): 1.5 points at alpha 0.05 and n = 200.
 DEFAULT_MIN_LABELLED = 200
+# Confirmed-wrong predictions --refit-fusion needs: the untrusted side of what it learns from.
+MIN_WRONG = 50
 VERSIONS = "detector-versions"
 DETECTOR_FILE = "detector.json"
 
@@ -61,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"refuse below this many confirmed-correct predictions (default "
         f"{DEFAULT_MIN_LABELLED})",
     )
+    p.add_argument(
+        "--refit-fusion",
+        action="store_true",
+        help="also refit a learnt fusion (logistic, clean-knn, guarded) on the stored view scores "
+        f"of predictions confirmed correct and confirmed wrong (at least {MIN_WRONG} wrong); the "
+        "confirmed-correct ones are split in half, one half to refit, the other to calibrate",
+    )
     p.add_argument("--rollback", action="store_true", help="restore the previous detector.json")
     p.add_argument("--repo", help="model repository folder")
     p.add_argument("--database-url", help="SQLAlchemy URL of the store (default GGA_DATABASE_URL)")
@@ -84,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
     db = Database(get_settings(database_url=args.database_url).database_url)
     try:
         summary = recalibrate_from_store(
-            folder, args.model, db, since=since, min_labelled=args.min_labelled
+            folder,
+            args.model,
+            db,
+            since=since,
+            min_labelled=args.min_labelled,
+            refit_fusion=args.refit_fusion,
         )
     finally:
         db.dispose()
@@ -102,21 +119,30 @@ def recalibrate_from_store(
     *,
     since: dt.datetime | None = None,
     min_labelled: int = DEFAULT_MIN_LABELLED,
+    refit_fusion: bool = False,
 ) -> dict[str, Any]:
     """Refit ``folder``'s final calibration on the store's confirmed-correct predictions.
+
+    With ``refit_fusion``, a learnt fusion is first refitted on the stored view scores of
+    confirmed-correct and confirmed-wrong predictions (``_refit_fusion``), and the calibration
+    uses only confirmed-correct predictions it did not learn from.
 
     Args:
         folder: The model folder (its ``detector.json`` is replaced, the old one kept).
         model: The model's name in the store.
         db: The result store (``service.store.Database``).
         since: Only predictions made at or after this time.
-        min_labelled: Refuse below this many usable confirmed-correct predictions.
+        min_labelled: Refuse below this many usable confirmed-correct predictions (for the
+            calibration alone: with ``refit_fusion``, twice as many are needed).
+        refit_fusion: Refit a learnt fusion too.
 
     Returns:
         What was done: the calibration size, the time span and the statistic id used.
 
     Raises:
-        NotEnoughLabels: Fewer than ``min_labelled`` usable predictions.
+        NotEnoughLabels: Fewer than ``min_labelled`` usable predictions, or with
+            ``refit_fusion`` fewer than ``MIN_WRONG`` confirmed wrong ones.
+        GGAUserError: ``refit_fusion`` on a fusion that learns nothing from data.
     """
     from detectors.calibration import ConformalCalibrator
     from detectors.trust import TrustScorer
@@ -138,7 +164,18 @@ def recalibrate_from_store(
             "Post feedback (POST /v1/predictions/{id}/feedback) on more predictions, or widen "
             "--since"
         )
+    fusion = scorer.fusion
     fused = [float(r["scores"]["fused"]) for r in rows]
+    refitted: dict[str, Any] = {}
+    if refit_fusion:
+        wrong = [
+            r
+            for r in confirmed_scores(db, model, since=since, correct=False)
+            if r["scores"].get("statistic") == statistic
+        ]
+        fusion, calibration_rows, refitted = _refit_fusion(scorer, rows, wrong, min_labelled)
+        fused = [float(v) for v in _fused(scorer, fusion, calibration_rows)]
+        rows = calibration_rows
     used = {
         "source": "result store: predictions confirmed correct by feedback",
         "n": len(rows),
@@ -148,11 +185,12 @@ def recalibrate_from_store(
         "statistic": statistic,
         "previous_n": scorer.calibrator.n,
         "at": dt.datetime.now(dt.UTC).isoformat(),
+        **({"fusion_refitted": refitted} if refitted else {}),
     }
     recalibrated = TrustScorer(
         views=scorer.views,
         view_calibrators=scorer.view_calibrators,
-        fusion=scorer.fusion,
+        fusion=fusion,
         calibrator=ConformalCalibrator(fused, tail=scorer.calibrator.tail),
         alpha=scorer.alpha,
         engine_options=scorer.engine_options,
@@ -167,6 +205,61 @@ def recalibrate_from_store(
     keep_version(folder)
     recalibrated.save(folder)
     return used
+
+
+def _view_scores(fusion: Any, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    return {n: np.array([float(r["scores"]["views"][n]) for r in rows]) for n in fusion.views}
+
+
+def _fused(scorer: Any, fusion: Any, rows: list[dict[str, Any]]) -> np.ndarray:
+    """The fused statistic of stored rows under ``fusion`` (their raw view scores, re-fused)."""
+    from detectors.trust import fuse
+
+    statistic, _ = fuse(_view_scores(fusion, rows), scorer.view_calibrators, fusion)
+    return statistic
+
+
+def _refit_fusion(
+    scorer: Any, correct: list[dict[str, Any]], wrong: list[dict[str, Any]], min_labelled: int
+) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+    """A copy of the served fusion refitted on traffic, and the rows left to calibrate it on.
+
+    The confirmed-correct rows are shuffled (seed 0) and halved: the fusion learns from one half
+    and the wrong rows, and the other half calibrates it, so that the calibration scores are
+    exchangeable with future clean traffic, never ones the fusion was fitted to.
+
+    Raises:
+        GGAUserError: The fusion is a fixed rule, or fuses one view: nothing to refit.
+        NotEnoughLabels: Fewer than ``MIN_WRONG`` wrong rows, or ``2 * min_labelled`` correct.
+    """
+    from detectors.fusion import Fusion, SingleFusion
+
+    fusion = scorer.fusion
+    if isinstance(fusion, SingleFusion) or type(fusion).fit is Fusion.fit:
+        raise GGAUserError(
+            f"the served fusion ({fusion.kind}) learns nothing from data: there is nothing to "
+            "refit; recalibrate without --refit-fusion"
+        )
+    usable = [r for r in wrong if all(n in r["scores"].get("views", {}) for n in fusion.views)]
+    if len(usable) < MIN_WRONG or len(correct) < 2 * min_labelled:
+        raise NotEnoughLabels(
+            f"--refit-fusion needs at least {MIN_WRONG} predictions confirmed wrong and "
+            f"{2 * min_labelled} confirmed correct (half to refit, half to calibrate); the store "
+            f"has {len(usable)} and {len(correct)} for the fused statistic now served"
+        )
+    order = np.random.default_rng(0).permutation(len(correct))
+    half = len(correct) // 2
+    learn = [correct[i] for i in order[:half]]
+    calibrate = [correct[i] for i in order[half:]]
+    scores = {
+        n: np.concatenate([_view_scores(fusion, learn)[n], _view_scores(fusion, usable)[n]])
+        for n in fusion.views
+    }
+    p_values = np.stack([scorer.view_calibrators[n].trust(scores[n]) for n in fusion.views], 1)
+    labels = np.concatenate([np.zeros(len(learn), dtype=int), np.ones(len(usable), dtype=int)])
+    refitted = copy.deepcopy(fusion).fit(p_values, labels)
+    summary = {"kind": fusion.kind, "correct": len(learn), "wrong": len(usable)}
+    return refitted, calibrate, summary
 
 
 def keep_version(folder: Path) -> Path:

@@ -202,9 +202,9 @@ def flag_outcomes(
 
 
 def confirmed_scores(
-    db: Database, model: str, *, since: dt.datetime | None = None
+    db: Database, model: str, *, since: dt.datetime | None = None, correct: bool = True
 ) -> list[dict[str, Any]]:
-    """The stored scores of ``model``'s predictions that feedback confirmed correct.
+    """The stored scores of ``model``'s predictions that feedback confirmed correct (or wrong).
 
     What a recalibration from traffic refits on; rows stored without scores (no detector, or
     before migration 0004) are left out. Every key's predictions count.
@@ -213,13 +213,14 @@ def confirmed_scores(
         db: The store.
         model: The model's name.
         since: Only predictions made at or after this time.
+        correct: The confirmed-correct predictions (True), or those confirmed wrong (False).
 
     Returns:
         One dict per prediction: ``id``, ``created_at`` and ``scores``, oldest first.
     """
     stmt = select(Prediction.id, Prediction.created_at, Prediction.scores).where(
         Prediction.model == model,
-        Prediction.feedback_correct.is_(True),
+        Prediction.feedback_correct.is_(correct),
         Prediction.scores.is_not(None),
     )
     if since is not None:

@@ -10,10 +10,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from detectors.calibration import ConformalCalibrator
+from detectors.fusion import CleanKNNFusion
 from detectors.trust import TrustScorer
 from gga_cli import main
 from gga_cli.recalibrate import NotEnoughLabels, recalibrate_from_store
 from models.card import ModelCard
+from models.errors import GGAUserError
 from service.app import create_app
 from service.predictions import statistic_id
 from service.store import Database
@@ -74,3 +77,74 @@ def test_recalibration_from_confirmed_predictions_then_rollback(
     assert main(["recalibrate", MODEL, "--rollback", "--repo", str(repo)]) == 0
     assert (folder / "detector.json").read_bytes() == original
     assert main(["recalibrate", MODEL, "--rollback", "--repo", str(repo)]) == 2  # nothing left
+
+
+def test_refit_fusion_learns_from_traffic_and_calibrates_on_the_other_half(
+    model_repo: Path, fmnist_test, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo, repo)
+    folder = repo / MODEL
+    weights = ModelCard.load(folder).weights_sha256
+    shipped = TrustScorer.load(folder, weights)
+    settings = service_settings(repo, tmp_path / "gga.db")
+    x = torch.cat([fmnist_test.float(), fmnist_test.float() * 0.6])
+    y = torch.cat([fmnist_test.y, fmnist_test.y])
+    noise = torch.rand(48, *x.shape[1:], generator=torch.Generator().manual_seed(3))
+
+    def post_with_feedback(client) -> None:
+        predictions = []
+        for batch in (*x.split(16), *noise.split(16)):
+            r = client.post(f"/v1/models/{MODEL}/predict", json={"tensor": batch.tolist()})
+            assert r.status_code == 200, r.text
+            predictions += r.json()["predictions"]
+        items = [{"id": p["id"], "label": int(t)} for p, t in zip(predictions, y, strict=False)]
+        items += [{"id": p["id"], "correct": False} for p in predictions[len(y) :]]
+        assert client.post("/v1/predictions/feedback", json={"feedback": items}).status_code == 200
+
+    # The fixture's cauchy fusion is a fixed rule: nothing to refit, said so, nothing written.
+    assert shipped.fusion.kind == "cauchy"
+    with TestClient(create_app(settings)) as client:
+        post_with_feedback(client)
+    db = Database(settings.database_url)
+    try:
+        with pytest.raises(GGAUserError, match="learns nothing from data"):
+            recalibrate_from_store(folder, MODEL, db, min_labelled=10, refit_fusion=True)
+    finally:
+        db.dispose()
+    assert not (folder / "detector-versions").exists()
+
+    # A learnt fusion (clean k-NN, its bank of clean surprise vectors) is refitted on traffic.
+    rng = np.random.default_rng(0)
+    views = shipped.fusion.views
+    knn = CleanKNNFusion(views, k=5).fit(rng.uniform(size=(300, len(views))), np.zeros(300))
+    TrustScorer(
+        views=shipped.views,
+        view_calibrators=shipped.view_calibrators,
+        fusion=knn,
+        calibrator=ConformalCalibrator(knn.statistic(rng.uniform(size=(300, len(views))))),
+        alpha=shipped.alpha,
+        engine_options=shipped.engine_options,
+        model_name=shipped.model_name,
+        weights_sha256=shipped.weights_sha256,
+        provenance=shipped.provenance,
+    ).save(folder)
+    settings = service_settings(repo, tmp_path / "knn.db")
+    with TestClient(create_app(settings)) as client:
+        post_with_feedback(client)
+    db = Database(settings.database_url)
+    try:
+        # 75 confirmed correct: enough to calibrate at 40, not to refit and calibrate.
+        with pytest.raises(NotEnoughLabels, match=r"and 80 confirmed correct \(half to refit"):
+            recalibrate_from_store(folder, MODEL, db, min_labelled=40, refit_fusion=True)
+        used = recalibrate_from_store(folder, MODEL, db, min_labelled=10, refit_fusion=True)
+        refitted = used["fusion_refitted"]
+        new = TrustScorer.load(folder, weights)
+        # The bank is the learning half of the confirmed-correct predictions; the calibration
+        # the other half, each its re-fused statistic under the refitted fusion.
+        assert new.fusion.kind == "clean-knn" and len(new.fusion.bank) == refitted["correct"]
+        assert refitted["wrong"] >= 50 and used["n"] + refitted["correct"] >= 2 * 10
+        assert new.calibrator.n == used["n"]
+        assert not np.array_equal(new.fusion.bank, knn.bank)
+    finally:
+        db.dispose()
