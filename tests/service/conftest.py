@@ -54,6 +54,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
+def db(database_url: str):
+    """A migrated store on each backend of ``database_url``."""
+    from service.store import Database
+
+    database = Database(database_url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
     """An empty PostgreSQL schema (for behaviour only PostgreSQL shows, such as column limits)."""
     yield from _postgres_schema_url()

@@ -37,14 +37,6 @@ def _row(model="m", owner=None, flagged=False, label=3, created_at=None, scores=
     }
 
 
-@pytest.fixture
-def db(database_url: str):
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
 def test_migration_0004_adds_the_feedback_table_and_columns(db: Database) -> None:
     assert current(db.url) == head() == "0004"
     inspector = sa.inspect(db.engine)

@@ -37,14 +37,6 @@ def _row(
     }
 
 
-@pytest.fixture
-def db(database_url: str):
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
 def test_upgrade_creates_tables_and_is_idempotent(db: Database) -> None:
     assert current(db.url) == head()
     db.upgrade()  # a second upgrade on a current database changes nothing
