@@ -171,6 +171,10 @@ class ServiceMetrics:
             ("model", "stage"),
             registry=r,
         )
+        self._declare_store_gauges(r)
+
+    def _declare_store_gauges(self, r: CollectorRegistry) -> None:
+        """The gauges read from the result store rather than counted on the request path."""
         self.store_up = Gauge(
             "gga_store_up",
             "1 when the last use of the result store succeeded, 0 when it could not be reached.",
