@@ -134,12 +134,14 @@ class ServedModel:
         # Said with the model's metadata: e.g. that it is served without a trust score.
         self.warnings: list[str] = []
         self.stats = InferenceStats()
+        # Which fused statistic this model's stored scores are (None: no detector); set at load.
+        self.statistic: str | None = None
 
     def _warmup_sizes(self) -> tuple[int, ...]:
         largest = self.batching.max_batch_size
         if not self.warmup_batch_sizes:
-            # Tuning is per power-of-two bucket; a bucket first met under load would be tuned
-            # there, stalling every request queued behind that batch for the whole measurement.
+            # Tuning is per power-of-two bucket; a bucket left out is served with the engine's
+            # default strategy for good (requests never wait for a measurement).
             powers = [1 << i for i in range(largest.bit_length()) if 1 << i < largest]
             return (*powers, largest)
         chosen = tuple(b for b in self.warmup_batch_sizes if b <= largest) or (1,)
@@ -149,9 +151,9 @@ class ServedModel:
         }
         if untuned := sorted(reachable - tuned):
             logger.warning(
-                "model %s: GGA_WARMUP_BATCH_SIZES leaves batch-size buckets %s untuned; the first "
-                "batch of each will be measured on the request path (leave the setting empty to "
-                "tune them all at start-up)",
+                "model %s: GGA_WARMUP_BATCH_SIZES leaves batch-size buckets %s untuned; they are "
+                "served with the engine's default strategy, never measured (leave the setting "
+                "empty to tune them all)",
                 self.name,
                 untuned,
             )
@@ -183,6 +185,10 @@ class ServedModel:
                 f"fit one with `gga fit {self.name} --data DIR`, then load the model again"
             ]
             logger.warning("model %s: %s", self.name, self.warnings[0])
+        # Hashed here, once: it covers the detector's whole settings (a k-NN bank included),
+        # which no request should pay for.
+        scorer = self.pipeline.scorer
+        self.statistic = statistic_id(scorer) if scorer is not None else None
         self.tuning = EngineTuning(
             self.name,
             self.pipeline,
@@ -267,12 +273,6 @@ class ServedModel:
 
     # -- batcher threads ----------------------------------------------------------------------
 
-    @property
-    def _statistic(self) -> str | None:
-        """Which fused statistic this model's scores are (stored with them; None: no detector)."""
-        scorer = self.pipeline.scorer if self.pipeline is not None else None
-        return statistic_id(scorer) if scorer is not None else None
-
     def _score(self, x: Tensor, saliency: bool) -> PipelineOutput:
         """The pipeline over ``x`` in chunks of at most ``max_batch_size`` images.
 
@@ -319,7 +319,7 @@ class ServedModel:
                 created_at=now,
                 out=out.rows(lo, hi),
                 inputs=item.inputs,
-                statistic=self._statistic,
+                statistic=self.statistic,
             )
         return _Computed(engine_seconds=out.engine_seconds, predictions=predictions)
 

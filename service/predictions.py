@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,21 +102,15 @@ def _finite(value: Any) -> float | None:
     return number if np.isfinite(number) else None
 
 
-_statistic_ids: weakref.WeakKeyDictionary[TrustScorer, str] = weakref.WeakKeyDictionary()
-
-
 def statistic_id(scorer: TrustScorer) -> str:
     """A short hash of what defines the scorer's fused statistic: its fused views, their
     calibrations and the fusion, not the final calibration.
 
     Recalibrating changes only the final calibration, so scores stored before and after a
-    recalibration share an id; a new ``gga fit`` changes it. Hashed once per scorer.
+    recalibration share an id; a new ``gga fit`` changes it. It serialises the whole detector:
+    a served model computes it once, at load (``ServedModel.statistic``).
     """
-    known = _statistic_ids.get(scorer)
-    if known is None:
-        payload = scorer.to_dict()
-        fused = {name: payload["views"][name] for name in scorer.view_names}
-        text = json.dumps({"views": fused, "fusion": payload["fusion"]}, sort_keys=True)
-        known = hashlib.sha256(text.encode()).hexdigest()[:16]
-        _statistic_ids[scorer] = known
-    return known
+    payload = scorer.to_dict()
+    fused = {name: payload["views"][name] for name in scorer.view_names}
+    text = json.dumps({"views": fused, "fusion": payload["fusion"]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
