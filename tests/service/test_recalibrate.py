@@ -25,6 +25,28 @@ from tests.service.conftest import service_settings
 MODEL = "fashion-mnist-cnn"
 
 
+def darkened_traffic(fmnist_test) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and a darkened copy: a brightness shift the calibration did not have."""
+    x = torch.cat([fmnist_test.float(), fmnist_test.float() * 0.6])
+    return x, torch.cat([fmnist_test.y, fmnist_test.y])
+
+
+def classify_with_feedback(client, x, y, wrong: torch.Tensor | None = None) -> list[dict]:
+    """Classify ``x`` (then ``wrong``), post the true labels (and "wrong" for ``wrong``) as
+    feedback; the stored feedback records."""
+    predictions = []
+    batches = (*x.split(16), *(wrong.split(16) if wrong is not None else ()))
+    for batch in batches:
+        r = client.post(f"/v1/models/{MODEL}/predict", json={"tensor": batch.tolist()})
+        assert r.status_code == 200, r.text
+        predictions += r.json()["predictions"]
+    items = [{"id": p["id"], "label": int(t)} for p, t in zip(predictions, y, strict=False)]
+    items += [{"id": p["id"], "correct": False} for p in predictions[len(y) :]]
+    r = client.post("/v1/predictions/feedback", json={"feedback": items})
+    assert r.status_code == 200, r.text
+    return r.json()["feedback"]
+
+
 def test_recalibration_from_confirmed_predictions_then_rollback(
     model_repo: Path, fmnist_test, tmp_path: Path
 ) -> None:
@@ -33,20 +55,9 @@ def test_recalibration_from_confirmed_predictions_then_rollback(
     folder = repo / MODEL
     original = (folder / "detector.json").read_bytes()
     settings = service_settings(repo, tmp_path / "gga.db", model_control="explicit")
-    # A darkened copy of the images: a brightness shift the calibration images did not have.
-    x = torch.cat([fmnist_test.float(), fmnist_test.float() * 0.6])
-    y = torch.cat([fmnist_test.y, fmnist_test.y])
+    x, y = darkened_traffic(fmnist_test)
     with TestClient(create_app(settings)) as client:
-        predictions = []
-        for start in range(0, len(x), 16):
-            body = {"tensor": x[start : start + 16].tolist()}
-            r = client.post(f"/v1/models/{MODEL}/predict", json=body)
-            assert r.status_code == 200, r.text
-            predictions += r.json()["predictions"]
-        items = [{"id": p["id"], "label": int(t)} for p, t in zip(predictions, y, strict=True)]
-        r = client.post("/v1/predictions/feedback", json={"feedback": items})
-        assert r.status_code == 200, r.text
-        confirmed = [f for f in r.json()["feedback"] if f["correct"]]
+        confirmed = [f for f in classify_with_feedback(client, x, y) if f["correct"]]
         stored = [client.get(f"/v1/predictions/{f['prediction_id']}").json() for f in confirmed]
 
         db = Database(settings.database_url)
@@ -88,24 +99,13 @@ def test_refit_fusion_learns_from_traffic_and_calibrates_on_the_other_half(
     weights = ModelCard.load(folder).weights_sha256
     shipped = TrustScorer.load(folder, weights)
     settings = service_settings(repo, tmp_path / "gga.db")
-    x = torch.cat([fmnist_test.float(), fmnist_test.float() * 0.6])
-    y = torch.cat([fmnist_test.y, fmnist_test.y])
+    x, y = darkened_traffic(fmnist_test)
     noise = torch.rand(48, *x.shape[1:], generator=torch.Generator().manual_seed(3))
-
-    def post_with_feedback(client) -> None:
-        predictions = []
-        for batch in (*x.split(16), *noise.split(16)):
-            r = client.post(f"/v1/models/{MODEL}/predict", json={"tensor": batch.tolist()})
-            assert r.status_code == 200, r.text
-            predictions += r.json()["predictions"]
-        items = [{"id": p["id"], "label": int(t)} for p, t in zip(predictions, y, strict=False)]
-        items += [{"id": p["id"], "correct": False} for p in predictions[len(y) :]]
-        assert client.post("/v1/predictions/feedback", json={"feedback": items}).status_code == 200
 
     # The fixture's cauchy fusion is a fixed rule: nothing to refit, said so, nothing written.
     assert shipped.fusion.kind == "cauchy"
     with TestClient(create_app(settings)) as client:
-        post_with_feedback(client)
+        classify_with_feedback(client, x, y, noise)
     db = Database(settings.database_url)
     try:
         with pytest.raises(GGAUserError, match="learns nothing from data"):
@@ -131,7 +131,7 @@ def test_refit_fusion_learns_from_traffic_and_calibrates_on_the_other_half(
     ).save(folder)
     settings = service_settings(repo, tmp_path / "knn.db")
     with TestClient(create_app(settings)) as client:
-        post_with_feedback(client)
+        classify_with_feedback(client, x, y, noise)
     db = Database(settings.database_url)
     try:
         # 75 confirmed correct: enough to calibrate at 40, not to refit and calibrate.
