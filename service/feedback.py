@@ -122,9 +122,14 @@ class FeedbackService:
                 f"prediction {request.prediction_id!r}: model {prediction['model']!r} is not "
                 "served here, so class names cannot be resolved; send the class index instead"
             )
-        if request.label not in names:
-            raise InvalidInput(
-                f"prediction {request.prediction_id!r}: {request.label!r} is not a class of "
-                f"model {prediction['model']!r}; its classes are {', '.join(names)}"
-            )
-        return names.index(request.label)
+        if request.label in names:
+            return names.index(request.label)
+        # People type "ankle boot" for "Ankle boot": a name that matches one class but for case
+        # is that class (two classes differing only in case would need the exact spelling).
+        folded = [i for i, name in enumerate(names) if name.casefold() == request.label.casefold()]
+        if len(folded) == 1:
+            return folded[0]
+        raise InvalidInput(
+            f"prediction {request.prediction_id!r}: {request.label!r} is not a class of "
+            f"model {prediction['model']!r}; its classes are {', '.join(names)}"
+        )

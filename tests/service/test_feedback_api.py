@@ -64,6 +64,7 @@ def test_owner_and_readers_may_post_others_get_404(keyed, fmnist_pngs) -> None:
         ("alice", {"correct": True}, (True, p["label"])),
         ("dash", {"label": wrong}, (False, wrong)),
         ("ops", {"label": names[p["label"]]}, (True, p["label"])),
+        ("alice", {"label": names[wrong].upper()}, (False, wrong)),  # a name, whatever its case
         ("alice", {"correct": False}, (False, None)),
     ]
     revisions = []
