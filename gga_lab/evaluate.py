@@ -9,8 +9,10 @@ inputs (or independent of them, for out-of-distribution sets):
 - ``lbfgs``: Szegedy et al.'s L-BFGS attack (successful only; our stand-in for the paper's
   Brendel & Bethge minimal attacks);
 - ``ood_dataset``, ``ood_noise``, ``ood_photos``: the other grey data set (Fashion-MNIST for a
-  CIFAR-10 model), uniform and Gaussian noise images, crops of photos (pooled into the table's
-  OOD column);
+  CIFAR-10 model; two Fashion-MNIST items side by side for a two-digit MNIST model), uniform and
+  Gaussian noise images, crops of photos (pooled into the table's OOD column);
+- two-digit MNIST models: ``ood_mnist``, single MNIST digits (one half of the input blank),
+  pooled into the OOD column too;
 - CIFAR-10 models only: ``ood_mnist`` (MNIST digits as 32x32 RGB) and ``ood_corrupted`` (test
   images under a common corruption at severity 5, ``attacks.corruptions``, that the model still
   classifies correctly), pooled into the OOD column too; the corrupted images it gets wrong are
@@ -76,6 +78,9 @@ EXTRA_KINDS: tuple[str, ...] = ("pgd_linf_min", "corrupted_wrong")
 # OOD sets of colour models only: MNIST is in-distribution for an MNIST model, and the common
 # corruptions' severities are CIFAR-10-C's.
 CIFAR_KINDS: tuple[str, ...] = ("ood_mnist", "ood_corrupted", "corrupted_wrong")
+# Other data sets that run one of those: for a two-digit MNIST model, MNIST is a single digit
+# where two belong.
+ALSO_RUN_ON: dict[str, tuple[str, ...]] = {"ood_mnist": ("two-digit-mnist",)}
 ALL_KINDS: tuple[str, ...] = TABLE_KINDS + ADAPTIVE_KINDS + EXTRA_KINDS
 SLOW_KINDS: tuple[str, ...] = ("lbfgs", "csa")  # capped at ``n_slow`` inputs
 OOD_KINDS: tuple[str, ...] = (
@@ -379,17 +384,21 @@ def _ood_inputs(
 ) -> Tensor:
     """``n`` inputs of an out-of-distribution kind that no attack makes."""
     from models.data.ood import (
-        PAIRED_DATASET,
+        SIDE_BY_SIDE,
         gaussian_noise,
         other_dataset,
+        other_images,
         photo_crops,
+        single_digits,
         uniform_noise,
     )
 
     if kind == "ood_mnist":
+        if dataset in SIDE_BY_SIDE:  # two-digit MNIST: one digit, the other half blank
+            return single_digits(n, shape, data_dir=data_dir, seed=seed)
         return other_dataset("mnist", n, shape, data_dir=data_dir, seed=seed)
     if kind == "ood_dataset":
-        return other_dataset(PAIRED_DATASET[dataset], n, shape, data_dir=data_dir, seed=seed)
+        return other_images(dataset, n, shape, data_dir=data_dir, seed=seed)
     if kind == "ood_noise":
         half = n // 2
         return torch.cat(
@@ -398,6 +407,12 @@ def _ood_inputs(
     if kind == "ood_photos":
         return photo_crops(n, shape, seed=seed)
     raise ValueError(f"{kind} is not a kind of the evaluation; choose from {', '.join(ALL_KINDS)}")
+
+
+def _skipped(kind: str, dataset: str) -> bool:
+    """Whether a model of ``dataset`` skips ``kind``: ``CIFAR_KINDS`` run on CIFAR-10 models, and
+    on the data sets ``ALSO_RUN_ON`` names."""
+    return kind in CIFAR_KINDS and dataset not in ("cifar10", *ALSO_RUN_ON.get(kind, ()))
 
 
 def fit_baselines(model: nn.Module, x: Tensor, y: Tensor, cfg: EvalConfig) -> dict[str, Detector]:
@@ -559,7 +574,7 @@ def _untrusted_inputs(
     eps = attack_budgets(dataset, cfg)
     inputs, info = {}, {}
     for kind in cfg.kinds:
-        if (kind in CIFAR_KINDS and dataset != "cifar10") or kind in PIPELINE_KINDS:
+        if _skipped(kind, dataset) or kind in PIPELINE_KINDS:
             continue
         inputs[kind], info[kind] = make_untrusted(
             kind, model, x, y, eps, cfg, dataset, data_dir, progress

@@ -21,11 +21,16 @@ class DataSection:
         train_limit: train on a seeded, class-balanced subset of N training images (0 = all).
         val_fraction: part of the training split held out for validation and early stopping.
         unlabelled: training images whose labels are dropped; only VAT uses them.
+        held_out_tail: the last N images of the training split are never trained on (nor
+            validated on, nor drawn by ``train_limit``); for a derived data set whose last
+            images are built from images of their own (two-digit MNIST's last 6,000 pairs, of
+            500 digits no other pair uses), so that held-out images are new to the model.
     """
 
     train_limit: int = 0
     val_fraction: float = 0.1
     unlabelled: int = 0
+    held_out_tail: int = 0
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,8 @@ def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
         raise RecipeError(f"{source}: [augment] crop_padding must be >= 0")
     if not 0.0 <= recipe.data.val_fraction < 1.0:
         raise RecipeError(f"{source}: [data] val_fraction must be in [0, 1)")
+    if recipe.data.held_out_tail < 0:
+        raise RecipeError(f"{source}: [data] held_out_tail must be >= 0")
     return recipe
 
 

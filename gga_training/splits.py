@@ -16,6 +16,7 @@ from torch import Tensor
 
 from gga_training.recipe import DataSection, recipe_from_dict
 from models.data import stratified_indices
+from models.errors import RecipeError
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class TrainingSplit:
         train: labelled images the model is trained on.
         validation: held out for validation (and early stopping, where the recipe asks).
         unlabelled: images whose labels are dropped; VAT trains on them.
-        unused: left out by the recipe's ``train_limit``; the model never sees them.
+        unused: left out by the recipe's ``train_limit`` or ``held_out_tail``; the model never
+            sees them.
     """
 
     train: Tensor
@@ -54,14 +56,23 @@ def training_split(
             shuffles from, so that its shuffles stay what they were for the shipped models.
 
     Returns:
-        The four disjoint index sets, together covering ``range(N)``.
+        The four disjoint index sets, together covering ``range(N)``. The last
+        ``data.held_out_tail`` indices are all unused; the other parts are drawn from the rest
+        exactly as they would be from a training split that ended before the tail.
+
+    Raises:
+        RecipeError: ``held_out_tail`` leaves no image to train on.
     """
     everything = torch.arange(len(y))
-    pool = everything
+    if data.held_out_tail and data.held_out_tail >= len(y):
+        raise RecipeError(
+            f"[data] held_out_tail = {data.held_out_tail} holds out all {len(y)} training images"
+        )
+    pool = everything[: len(y) - data.held_out_tail]
     if data.train_limit:
         # A seeded, class-balanced subset: some training files (the MNIST subset, image folders)
         # are sorted by class, so their first N images hold one or two classes.
-        pool = stratified_indices(y, data.train_limit, seed=seed)
+        pool = pool[stratified_indices(y[pool], data.train_limit, seed=seed)]
     if generator is None:
         generator = torch.Generator().manual_seed(seed)
     order = pool[torch.randperm(len(pool), generator=generator)]

@@ -15,7 +15,7 @@ from models.layers import Activation, Normalize, make_activation
 @dataclass(frozen=True)
 class CompactCNNConfig:
     in_channels: int = 1
-    image_size: int = 28
+    image_size: int | tuple[int, int] = 28  # a square's side, or (H, W): two-digit MNIST's (28, 56)
     num_classes: int = 10
     widths: tuple[int, int] = (16, 32)
     hidden: int = 128
@@ -43,8 +43,9 @@ class CompactCNN(nn.Module):
             make_activation(config.activation),
             nn.MaxPool2d(2),
         )
-        side = config.image_size // 4
-        self.fc1 = nn.Linear(w2 * side * side, config.hidden)
+        size = config.image_size
+        h, w = (size, size) if isinstance(size, int) else size
+        self.fc1 = nn.Linear(w2 * (h // 4) * (w // 4), config.hidden)
         self.act = make_activation(config.activation)
         self.dropout = nn.Dropout(config.dropout)
         self.fc2 = nn.Linear(config.hidden, config.num_classes)

@@ -5,6 +5,11 @@ Every source returns float images (N, C, H, W) in [0, 1] shaped for the model (`
 
 - ``other_dataset``: images of another data set (Fashion-MNIST for MNIST and the reverse),
   converted to the model's channels and size;
+- ``side_by_side``: two images of another data set next to each other, for a model of pairs
+  (two-digit MNIST: two Fashion-MNIST items in place of the two digits); ``other_images`` picks
+  this or ``other_dataset`` for a model's data set;
+- ``single_digits``: one MNIST test digit in one half of a two-digit MNIST input, the other half
+  blank;
 - ``uniform_noise`` and ``gaussian_noise`` (clipped to [0, 1]);
 - ``rotations``: given in-distribution inputs rotated by random angles up to 45 degrees;
 - ``photo_crops``: random crops of the two photos ``sklearn.datasets.load_sample_images()``
@@ -22,10 +27,18 @@ from torch import Tensor
 
 from models.data.registry import load_dataset
 from models.data.transforms import resize, rotate, to_shape
+from models.data.two_digit import permutation_stream, place_side_by_side
 
 OOD_SOURCES = ("dataset", "uniform", "gaussian", "rotation", "photos")
 # The conventional "other data set" of each registered one: same geometry, other content.
-PAIRED_DATASET = {"mnist": "fashion-mnist", "fashion-mnist": "mnist", "cifar10": "fashion-mnist"}
+PAIRED_DATASET = {
+    "mnist": "fashion-mnist",
+    "fashion-mnist": "mnist",
+    "cifar10": "fashion-mnist",
+    "two-digit-mnist": "fashion-mnist",
+}
+# Data sets of two images side by side: their other data set comes in pairs too.
+SIDE_BY_SIDE = frozenset({"two-digit-mnist"})
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -67,6 +80,104 @@ def other_dataset(
     c, h, w = _check_shape(shape)
     data = load_dataset(name, split, data_dir=data_dir, limit=n, seed=seed)
     return to_shape(data.float(), (c, h, w)).clamp(0.0, 1.0)
+
+
+def side_by_side(
+    name: str,
+    n: int,
+    shape: tuple[int, int, int],
+    *,
+    split: str = "test",
+    data_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> Tensor:
+    """``n`` pairs of data set ``name``'s images, each pair side by side in one input.
+
+    Every image of the split is used once on the left before any repeats (likewise on the
+    right), in a seeded order.
+
+    Args:
+        name: a registered data set (Fashion-MNIST for a two-digit MNIST model).
+        n: number of inputs.
+        shape: target (C, H, W); the left image is converted to (C, H, W // 2), the right one to
+            the rest of the width (two-digit MNIST: 28x28 each, unchanged).
+        split: which split to draw from.
+        data_dir: data directory (default ``$GGA_DATA_DIR``).
+        seed: seeds the pairs.
+
+    Returns:
+        Float images (n, C, H, W) in [0, 1].
+
+    Raises:
+        DataError: the data set cannot be found or read.
+    """
+    c, h, w = _check_shape(shape)
+    images = load_dataset(name, split, data_dir=data_dir).float()
+    generator = _generator(seed)
+    left, right = (permutation_stream(torch.arange(len(images)), n, generator) for _ in "lr")
+    pairs = place_side_by_side(
+        to_shape(images[left], (c, h, w // 2)), to_shape(images[right], (c, h, w - w // 2))
+    )
+    return pairs.clamp(0.0, 1.0)
+
+
+def other_images(
+    dataset: str,
+    n: int,
+    shape: tuple[int, int, int],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> Tensor:
+    """``n`` inputs of ``dataset``'s other data set (``PAIRED_DATASET``) for its models: pairs
+    side by side for a data set of pairs (``SIDE_BY_SIDE``), else ``other_dataset``'s images.
+
+    Raises:
+        KeyError: ``dataset`` has no other data set.
+        DataError: the other data set cannot be found or read.
+    """
+    other = PAIRED_DATASET[dataset]
+    if dataset in SIDE_BY_SIDE:
+        return side_by_side(other, n, shape, data_dir=data_dir, seed=seed)
+    return other_dataset(other, n, shape, data_dir=data_dir, seed=seed)
+
+
+def single_digits(
+    n: int,
+    shape: tuple[int, int, int],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> Tensor:
+    """``n`` two-digit MNIST inputs with one digit only: an MNIST test digit in the left or the
+    right half (at random), the other half blank.
+
+    Every test digit is used once before any repeats, in a seeded order.
+
+    Args:
+        n: number of inputs.
+        shape: target (C, H, W); the digit is converted to (C, H, W // 2), two-digit MNIST's
+            halves (28x28, unchanged).
+        data_dir: data directory (default ``$GGA_DATA_DIR``).
+        seed: seeds the digits and their sides.
+
+    Returns:
+        Float images (n, C, H, W) in [0, 1].
+
+    Raises:
+        DataError: MNIST cannot be found or read.
+    """
+    c, h, w = _check_shape(shape)
+    digits = load_dataset("mnist", "test", data_dir=data_dir).float()
+    generator = _generator(seed)
+    chosen = to_shape(
+        digits[permutation_stream(torch.arange(len(digits)), n, generator)], (c, h, w // 2)
+    )
+    on_right = torch.rand(n, generator=generator) < 0.5
+    out = torch.zeros(n, c, h, w)
+    out[~on_right, :, :, : w // 2] = chosen[~on_right]
+    out[on_right, :, :, w - w // 2 :] = chosen[on_right]
+    return out.clamp(0.0, 1.0)
 
 
 def uniform_noise(n: int, shape: tuple[int, int, int], *, seed: int = 0) -> Tensor:

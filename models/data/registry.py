@@ -1,8 +1,11 @@
-"""Named data sets (``mnist``, ``fashion-mnist``, ``cifar10``) and where to find their files.
+"""Named data sets (``mnist``, ``fashion-mnist``, ``cifar10``, ``two-digit-mnist``) and where to
+find their files.
 
 A data directory comes from the caller (``--data-dir``) or ``$GGA_DATA_DIR``; a data set's files
 may sit in ``<dir>/<name>/`` or in ``<dir>`` itself. Nothing is downloaded and no default
-location is assumed: a user keeps their own copy wherever they like.
+location is assumed: a user keeps their own copy wherever they like. A derived data set
+(``two-digit-mnist``) has no files of its own: it is built in memory from the files of the data
+set it derives from (``models.data.two_digit``).
 """
 
 import os
@@ -10,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from models.data import two_digit
 from models.data.dataset import Dataset
 from models.data.idx import find_idx_file, idx_file_names, read_idx_split
 from models.data.image_folder import read_image_folder
@@ -28,16 +32,18 @@ class DatasetSpec:
         name: registry name, also the sub-folder looked in.
         class_names: label names in label order.
         input_shape: (C, H, W) of one image.
-        layout: ``"idx"`` (four IDX files) or ``"image-folder"`` (``<split>/<class>/*``, as a
-            directory or one of ``archives``).
+        layout: ``"idx"`` (four IDX files), ``"image-folder"`` (``<split>/<class>/*``, as a
+            directory or one of ``archives``) or ``"derived"`` (built from ``source``).
         archives: tarball names of an image-folder data set, in order of preference.
+        source: the registered data set a derived one is built from.
     """
 
     name: str
     class_names: tuple[str, ...]
     input_shape: tuple[int, int, int]
-    layout: Literal["idx", "image-folder"]
+    layout: Literal["idx", "image-folder", "derived"]
     archives: tuple[str, ...] = ()
+    source: str = ""
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -62,6 +68,10 @@ DATASETS: dict[str, DatasetSpec] = {
             (3, 32, 32),
             "image-folder",
             archives=("cifar10-jpeg.tar.gz", "cifar10.tar.gz", "cifar10.tgz"),
+        ),
+        DatasetSpec(
+            two_digit.NAME, two_digit.CLASS_NAMES, two_digit.INPUT_SHAPE, "derived",
+            source=two_digit.SOURCE,
         ),
     )
 }  # fmt: skip
@@ -137,6 +147,18 @@ def _load_from(
     return None
 
 
+def _load_derived(
+    spec: DatasetSpec, split: str, data_dir: str | os.PathLike[str] | None, limit: int | None
+) -> Dataset:
+    """``split`` of a derived data set, built from the whole of its source's ``split`` (the
+    pairs draw from all of it; ``limit`` keeps a prefix of the pairs)."""
+    try:
+        source = load_dataset(spec.source, split, data_dir=data_dir)
+    except DataError as err:
+        raise DataError(f"{spec.name} is built from {spec.source}, which failed: {err}") from err
+    return two_digit.make_two_digit(source, split, limit)
+
+
 def load_dataset(
     name: str,
     split: str,
@@ -147,14 +169,17 @@ def load_dataset(
     """Load one split of a named data set.
 
     Args:
-        name: ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
+        name: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` or ``"two-digit-mnist"``.
         split: ``"train"`` or ``"test"``.
         data_dir: the data directory; default ``$GGA_DATA_DIR``. The files may be in
             ``<data_dir>/<name>/`` or in ``<data_dir>`` itself.
         limit: keep at most this many images. IDX and npz files: the first ``limit`` in file
             order (already shuffled in MNIST and Fashion-MNIST). Image folders, stored class by
-            class: a seeded subset balanced over the classes.
-        seed: seeds the image-folder subset.
+            class: a seeded subset balanced over the classes. Two-digit MNIST: the first
+            ``limit`` pairs, balanced over the classes by construction.
+        seed: seeds the image-folder subset. Two-digit MNIST's pairs are always drawn with
+            its own fixed seed (``models.data.two_digit.PAIRING_SEED``), so that every load,
+            in training, fitting and evaluation, sees the same pairs.
 
     Returns:
         The ``Dataset``, x uint8 (N, C, H, W) with (C, H, W) the registered input shape.
@@ -168,6 +193,8 @@ def load_dataset(
         raise DataError(f"unknown split {split!r} of {name}; choose one of {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise DataError(f"limit must be a positive number of images, got {limit}")
+    if spec.layout == "derived":
+        return _load_derived(spec, split, data_dir, limit)
     root = resolve_data_dir(data_dir)
     places = [root / name, root]
     for place in places:
