@@ -3,7 +3,9 @@
 The hot path of the service. For a batch of B inputs and a model with C classes it computes the
 K = C (or top-N) input gradients ``grad_x CE(F(x), i)`` from one forward pass as vector-Jacobian
 products (``detectors.strategies``, the fastest picked by ``detectors.autotune``), turns them
-into sign maps, and computes each input's cosine similarity matrix and its ten features.
+into sign maps, and computes each input's cosine similarity matrix and its ten features. With
+``EngineOptions.saliency_layer`` the gradients are taken at one block's output activation
+instead, and the backward pass stops there (``detectors.block_cut``).
 
 Defaults reproduce the reference code (mad-lab-fau/GGA-Identifying-Untrustworthy-Predictions,
 ``src/CSM.py``): logits rescaled to ``10 z / max_j |z_j|`` before the loss, sign, then a max over
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from detectors.autotune import AutoTuner, TuningCancelled, bucket_of
+from detectors.block_cut import BlockCut
 from detectors.csm import cosine_similarity_matrix
 from detectors.features import gga_features
 from detectors.memory import (
@@ -57,6 +60,11 @@ class EngineOptions:
             (``detectors.squeeze``; one forward each), for the ``squeeze`` view.
         blocks: also take the channel means of every block's output (``models.blocks``; one
             forward without gradients), for the ``blocks`` view.
+        saliency_layer: take the K gradients with respect to the output activation of this
+            block (``models.blocks`` order, shallowest first) instead of the input, so that the
+            backward pass stops there (``detectors.block_cut``); sign, channel max (over the
+            activation's channels), CSM and features follow unchanged. ``None``: the input,
+            the reference. Logits, probabilities and every other output stay the input's.
     """
 
     rescale_logits: bool = True
@@ -66,10 +74,20 @@ class EngineOptions:
     strategy: str = "auto"
     squeeze: bool = False
     blocks: bool = False
+    saliency_layer: int | None = None
 
     def __post_init__(self) -> None:
         if self.top_n is not None and self.top_n < 1:
             raise ValueError(f"top_n must be None (all classes) or at least 1, got {self.top_n}")
+        if self.saliency_layer is not None and (
+            isinstance(self.saliency_layer, bool)
+            or not isinstance(self.saliency_layer, int)
+            or self.saliency_layer < 0
+        ):
+            raise ValueError(
+                "saliency_layer must be None (the input) or a block index >= 0 (shallowest "
+                f"first, models/blocks.py), got {self.saliency_layer!r}"
+            )
         if self.strategy != "auto":
             get_strategy(self.strategy)  # raises with the known names
 
@@ -88,7 +106,8 @@ class EngineOutput:
         predicted: (B,) int64 argmax.
         classes: (B, K) int64 class of each saliency row: all C in index order, or the top-N
             most probable first.
-        saliency: (B, K, D) float32 maps (sign maps by default).
+        saliency: (B, K, D) float32 maps (sign maps by default); with
+            ``EngineOptions.saliency_layer``, maps of that block's activation.
         csm: (B, K, K) cosine similarity matrices.
         features: (B, 10) float32, ``detectors.features.FEATURE_NAMES`` order.
         strategy: the gradient strategy that computed this batch.
@@ -158,7 +177,8 @@ class GradientEngine:
     The model is moved to ``device`` and put in eval mode once, here; every call checks it is
     still in eval mode (BatchNorm or Dropout in train mode would make an input's result depend on
     the rest of its batch) and refuses otherwise rather than flipping a shared model back.
-    Parameters are never written: gradients are taken with respect to the input only.
+    Parameters are never written: gradients are taken with respect to the input only (or, with
+    ``EngineOptions.saliency_layer``, a block's activation, and the backward stops there).
 
     Memory is bounded in bytes: the first call at an input size measures what one input's
     backward pass holds (``detectors.memory``); a larger batch is computed in consecutive
@@ -180,7 +200,8 @@ class GradientEngine:
             server that tunes in the background and must never stall a request on it.
 
     Raises:
-        ValueError: bad options (unknown strategy, top_n < 1).
+        ValueError: bad options (unknown strategy, top_n < 1); at the first call at an input
+            size, a ``saliency_layer`` the model has no block for.
         MemoryBudgetError: a bad budget now, or (at the first call at an input size) a budget
             too small for the pass of one input.
     """
@@ -208,6 +229,8 @@ class GradientEngine:
         self.tune_on_first_call = tune_on_first_call
         self.memory_budget = engine_memory_budget() if memory_budget is None else memory_budget
         self._capacity: dict[tuple[int, ...], Capacity] = {}
+        self._cuts: dict[tuple[int, ...], BlockCut | None] = {}
+        self._cut_lock = threading.Lock()
 
     def capacity(self, input_shape: tuple[int, ...]) -> Capacity:
         """What the memory budget holds at this input size, measured on the first ask.
@@ -233,13 +256,35 @@ class GradientEngine:
 
     def _measure(self, input_shape: tuple[int, ...]) -> PassCost:
         self._check_eval()
+        cut = self.cut(input_shape)
+        # At a cut, the tail's graph and the prefix's largest activations (no graph there).
+        saved = saved_bytes if cut is None else cut.saved_bytes
         try:
-            return measure_pass_cost(self.model, input_shape, self.device)
+            return measure_pass_cost(self.model, input_shape, self.device, saved=saved)
         except RuntimeError:
             # A graph exported for one fixed batch size cannot run two inputs: count its whole
             # saved graph as each input's, which over- and never under-estimates.
-            one = saved_bytes(self.model, torch.rand(1, *input_shape, device=self.device))
+            one = saved(self.model, torch.rand(1, *input_shape, device=self.device))
             return PassCost(per_input=one, shared=0)
+
+    def cut(self, input_shape: tuple[int, ...]) -> BlockCut | None:
+        """Where the gradients are taken at this input size: ``None`` for the input, else the
+        ``saliency_layer`` block's cut, found with one forward on the first ask.
+
+        Raises:
+            ValueError: the model has no blocks, or none of that index.
+        """
+        layer = self.options.saliency_layer
+        if layer is None:
+            return None
+        key = tuple(int(d) for d in input_shape)
+        if key not in self._cuts:
+            with self._cut_lock:
+                if key not in self._cuts:
+                    self._check_eval()
+                    x = torch.rand(1, *key, device=self.device)
+                    self._cuts[key] = BlockCut.find(self.model, x, layer)
+        return self._cuts[key]
 
     # -- strategy choice ---------------------------------------------------------------------
 
@@ -409,6 +454,7 @@ class GradientEngine:
             top_n=top_n,
             rescale=self.options.rescale_logits,
             max_rows_times_batch=capacity.max_rows_times_batch(x.shape[0]),
+            cut=self.cut(tuple(x.shape[1:])),
         )
 
     def _classes(self, x: Tensor) -> int:

@@ -14,6 +14,7 @@ of each activation, freed as it goes) are covered by counting every copy twice
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +62,10 @@ def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def measure_pass_cost(
-    model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu"
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    device: torch.device | str = "cpu",
+    saved: Callable[[nn.Module, torch.Tensor], int] = saved_bytes,
 ) -> PassCost:
     """Measure what one more input adds to the graph autograd keeps for the backward pass.
 
@@ -69,12 +73,15 @@ def measure_pass_cost(
         model: the classifier, in eval mode, on ``device``.
         input_shape: (C, H, W) of one input.
         device: where the model runs.
+        saved: bytes a pass over a batch holds; default ``saved_bytes`` (the whole graph from
+            the input). The engine passes ``BlockCut.saved_bytes`` for gradients taken at a
+            block (``EngineOptions.saliency_layer``): the graph after the cut only.
 
     Returns:
         The ``PassCost``; ``per_input`` is at least the input's own bytes.
     """
-    one = saved_bytes(model, torch.rand(1, *input_shape, device=device))
-    two = saved_bytes(model, torch.rand(2, *input_shape, device=device))
+    one = saved(model, torch.rand(1, *input_shape, device=device))
+    two = saved(model, torch.rand(2, *input_shape, device=device))
     input_bytes = 4 * int(torch.Size(input_shape).numel())
     per_input = max(two - one, input_bytes)
     return PassCost(per_input=per_input, shared=max(one - per_input, 0))

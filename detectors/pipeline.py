@@ -34,6 +34,7 @@ FEATURE_OPTIONS: tuple[str, ...] = (
     "top_n",
     "squeeze",
     "blocks",
+    "saliency_layer",
 )
 
 

@@ -5,7 +5,10 @@ Every strategy takes the model, a batch ``x`` and a ``Plan`` and returns the uns
 that exposes them (``models.penultimate``), the penultimate features (B, F) of the same forward
 pass, so the feature-based trust views cost no forward of their own. Gradients are
 taken with ``torch.autograd.grad`` (or ``torch.func``) with respect to the input only, so no
-parameter ``.grad`` is ever written and autograd prunes the weight-gradient kernels.
+parameter ``.grad`` is ever written and autograd prunes the weight-gradient kernels. With a
+``Plan.cut`` (``detectors.block_cut``) they are taken with respect to that block's activation
+instead, (B, K, C_a, H_a, W_a), and the backward stops there: the layers before it run without
+a graph.
 
 - ``batched``: one forward, then one vmapped backward over the K cotangents
   (``is_grads_batched=True``), chunked over rows to bound memory. Best at medium and large
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from detectors.block_cut import BlockCut
 from detectors.saliency import cotangents, select_rows
 from models.penultimate import logits_and_features
 
@@ -43,25 +47,33 @@ class Plan:
         top_n: ``None`` for all classes in index order, else the most probable first.
         rescale: the reference's logit rescaling before the loss.
         max_rows_times_batch: memory bound of the widening strategies (see above).
+        cut: where the gradients are taken: ``None`` for the input, else a block's activation.
     """
 
     num_rows: int
     top_n: int | None
     rescale: bool
     max_rows_times_batch: int = DEFAULT_MAX_ROWS_TIMES_BATCH
+    cut: BlockCut | None = None
 
     def rows_per_pass(self, batch: int) -> int:
         """How many rows one widened pass may hold at this batch size (at least 1)."""
         return max(1, min(self.num_rows, self.max_rows_times_batch // max(batch, 1)))
 
 
-# logits (B, C), rows (B, K), grads (B, K, C, H, W), penultimate features (B, F) or None
+# logits (B, C), rows (B, K), grads (B, K, C, H, W) (at a cut: (B, K, C_a, H_a, W_a)),
+# penultimate features (B, F) or None
 StrategyResult = tuple[Tensor, Tensor, Tensor, Tensor | None]
 StrategyFn = Callable[[nn.Module, Tensor, Plan], StrategyResult]
 
 
-def _forward(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-    """A leaf copy of ``x`` that requires grad, the logits on it (graph kept), the features."""
+def _forward(
+    model: nn.Module, x: Tensor, cut: BlockCut | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The leaf the gradients are taken at (a copy of ``x``, or of the cut's activation) that
+    requires grad, the logits on it (graph kept), the features."""
+    if cut is not None:
+        return cut.forward(model, x)
     x_in = x.detach().requires_grad_(True)
     logits, features = logits_and_features(model, x_in)
     return x_in, logits, None if features is None else features.detach()
@@ -75,7 +87,7 @@ def _rows_and_cotangents(logits: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
 
 def batched(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     """One forward, then the K VJPs as vmapped backward passes of ``rows_per_pass`` rows each."""
-    x_in, logits, features = _forward(model, x)
+    x_in, logits, features = _forward(model, x, plan.cut)
     rows, v = _rows_and_cotangents(logits, plan)
     v = v.transpose(0, 1)  # (K, B, C): the batched dimension comes first
     step = plan.rows_per_pass(x.shape[0])
@@ -92,9 +104,11 @@ def batched(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
 
 def vmap(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     """``torch.func.vjp`` once, then ``torch.func.vmap`` of its VJP over chunks of rows."""
-    # has_aux hands the features back unwrapped from the functional transform.
+    # has_aux hands the features back unwrapped from the functional transform. At a cut the
+    # prefix runs twice without a graph: for the activation here, and inside the transform.
+    point = x.detach() if plan.cut is None else plan.cut.activation(model, x)
     logits, vjp_fn, aux = torch.func.vjp(
-        lambda x_in: _with_aux(model, x_in), x.detach(), has_aux=True
+        lambda at: _with_aux(model, x, plan.cut, at), point, has_aux=True
     )
     features = aux if aux.dim() == 2 else None
     rows, v = _rows_and_cotangents(logits, plan)
@@ -106,15 +120,21 @@ def vmap(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     return logits.detach(), rows, grads.transpose(0, 1), features
 
 
-def _with_aux(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Logits and features as ``vjp``'s aux output (an empty tensor stands for no features)."""
-    logits, features = logits_and_features(model, x)
+def _with_aux(
+    model: nn.Module, x: Tensor, cut: BlockCut | None, at: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Logits at ``at`` (the input, or the cut's activation) and the features as ``vjp``'s aux
+    output (an empty tensor stands for no features)."""
+    if cut is None:
+        logits, features = logits_and_features(model, at)
+    else:
+        logits, features = cut.run(model, x, lambda _: at)
     return logits, logits.new_empty(0) if features is None else features.detach()
 
 
 def loop(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     """One forward, then K input-only VJPs sharing its retained graph."""
-    x_in, logits, features = _forward(model, x)
+    x_in, logits, features = _forward(model, x, plan.cut)
     rows, v = _rows_and_cotangents(logits, plan)
     grads = []
     for k in range(plan.num_rows):
@@ -127,7 +147,8 @@ def replicate(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     """Forward and backward the batch copied once per row; copy k carries cotangent ``v_k``.
 
     The rows (classes) come from the first chunk's first copy; every copy's cotangent uses its
-    own logits, so each gradient is taken exactly where that copy's forward went.
+    own logits, so each gradient is taken exactly where that copy's forward went. At a cut the
+    prefix runs on every copy too, without a graph.
     """
     batch = x.shape[0]
     step = plan.rows_per_pass(batch)
@@ -137,7 +158,8 @@ def replicate(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
     chunks = []
     for start in range(0, plan.num_rows, step):
         k = min(step, plan.num_rows - start)
-        x_in, z, features = _forward(model, x.repeat(k, *([1] * (x.dim() - 1))))  # copy-major
+        copies = x.repeat(k, *([1] * (x.dim() - 1)))  # copy-major
+        x_in, z, features = _forward(model, copies, plan.cut)
         if rows is None:
             logits_out = z[:batch].detach()
             features_out = None if features is None else features[:batch]
@@ -145,7 +167,7 @@ def replicate(model: nn.Module, x: Tensor, plan: Plan) -> StrategyResult:
         copy_rows = rows[:, start : start + k].transpose(0, 1).reshape(k * batch, 1)
         v = cotangents(z.detach(), copy_rows, plan.rescale).squeeze(1)  # (k*B, C)
         (g,) = torch.autograd.grad(z, x_in, v)
-        chunks.append(g.view(k, batch, *x.shape[1:]))
+        chunks.append(g.view(k, batch, *g.shape[1:]))
     grads = torch.cat(chunks, dim=0) if len(chunks) > 1 else chunks[0]  # (K, B, C, H, W)
     assert logits_out is not None and rows is not None  # num_rows >= 1
     return logits_out, rows, grads.transpose(0, 1), features_out

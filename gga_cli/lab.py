@@ -2,7 +2,8 @@
 
 ``false-alarms`` checks each trust score's flag rate on whole test sets, ``fusion`` compares fusion
 rules on the scores one evaluation saved, ``feature-probe`` measures what the GGA features say
-about each kind of input, ``results`` regenerates docs/results.md from the evaluation reports.
+about each kind of input, ``results`` regenerates docs/results.md from the evaluation reports,
+``saliency-layers`` measures detection against cost with GGA's saliency taken at each block.
 The work is in ``gga_lab.analysis``; this module only parses arguments.
 """
 
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_fusion(group)
     _register_feature_probe(group)
     _register_results(group)
+    _register_saliency_layers(group)
 
 
 def _register_false_alarms(group: argparse._SubParsersAction) -> None:
@@ -129,4 +131,68 @@ def _run_results(args: argparse.Namespace) -> int:
     from gga_lab.analysis.collect_results import write_results
 
     write_results(args.docs)
+    return 0
+
+
+def _register_saliency_layers(group: argparse._SubParsersAction) -> None:
+    p = group.add_parser(
+        "saliency-layers",
+        help="detection against cost with GGA's saliency taken at each block instead of the input",
+        description="For the input and each block of the model (with and without the max over "
+        "the activation's channels): the engine's ms per image at batch 1 and 32, and the pooled "
+        "and per-kind AUROC of the gga-paper and gga-csm views (fitted on clean training images) "
+        "of clean test images against FGSM, PGD, noise and OOD inputs. Prints a table; --out "
+        "writes the JSON (docs/results/saliency-layers/MODEL.json).",
+    )
+    p.add_argument("model", help="model name")
+    p.add_argument("--repo", help="model repository folder (default: the shipped zoo)")
+    p.add_argument("--data-dir", help="data sets folder (default: $GGA_DATA_DIR)")
+    p.add_argument("--n-fit", type=int, default=2000, help="clean training images (default 2000)")
+    p.add_argument("--n-test", type=int, default=500, help="clean test images (default 500)")
+    p.add_argument("--pgd-steps", type=int, default=40, help="PGD iterations (default 40)")
+    p.add_argument("--repeats", type=int, default=7, help="timed rounds per batch size")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: steadier on a busy box)"
+    )
+    p.add_argument("--batch", type=int, default=128, help="inputs per engine and attack call")
+    p.add_argument("--seed", type=int, default=0, help="seeds the attacks, noise and views")
+    p.add_argument(
+        "--strategy",
+        default="auto",
+        help="the engine's gradient strategy (default auto: measured per batch size)",
+    )
+    p.add_argument("--out", type=Path, help="write the figures here as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_saliency_layers)
+
+
+def _run_saliency_layers(args: argparse.Namespace) -> int:
+    from detectors.engine import EngineOptions
+    from gga_cli.arguments import BenchArgumentError
+
+    for flag in ("n_fit", "n_test", "pgd_steps", "repeats", "batch", "threads"):
+        if getattr(args, flag) < 1:
+            raise BenchArgumentError(f"--{flag.replace('_', '-')} must be at least 1")
+    try:
+        EngineOptions(strategy=args.strategy)
+    except ValueError as err:
+        raise BenchArgumentError(f"--strategy: {err}") from err
+
+    from gga_lab.analysis.saliency_layers import run
+
+    run(
+        args.model,
+        data_dir=args.data_dir,
+        repo=args.repo,
+        n_fit=args.n_fit,
+        n_test=args.n_test,
+        pgd_steps=args.pgd_steps,
+        repeats=args.repeats,
+        batch=args.batch,
+        seed=args.seed,
+        threads=args.threads,
+        strategy=args.strategy,
+        out=args.out,
+        progress=not args.no_progress,
+    )
     return 0

@@ -35,7 +35,7 @@ class _Record:
     means: Tensor
 
 
-def _leaf_modules(model: nn.Module) -> list[nn.Module]:
+def leaf_modules(model: nn.Module) -> list[nn.Module]:
     """The leaf modules that run after the first one holding parameters, in definition order.
 
     Definition order only decides which modules get a hook; the blocks follow call order.
@@ -76,7 +76,7 @@ def block_features(model: nn.Module, x: Tensor, *, grad: bool = False) -> tuple[
         if output.dim() == 4 and output.shape[0] == x.shape[0]:
             records.append(_Record(tuple(output.shape[2:]), output.float().mean(dim=(2, 3))))
 
-    handles = [m.register_forward_hook(record) for m in _leaf_modules(model)]
+    handles = [m.register_forward_hook(record) for m in leaf_modules(model)]
     try:
         with torch.set_grad_enabled(grad):
             model(x)

@@ -229,8 +229,12 @@ def write_results(docs: Path = Path("docs")) -> Path:
         raise GGAUserError(f"{target} not found: run from the repository root or pass --docs")
     head = target.read_text().split(MARKER)[0].rstrip()
     results = docs / "results"
-    folders = [results / name for name in ORDER if (results / name).is_dir()]
-    folders += sorted(p for p in results.iterdir() if p.is_dir() and p not in folders)
+    # A model's folder holds the report ``gga evaluate`` wrote; others (saliency-layers/) are
+    # analyses of their own.
+    folders = [results / name for name in ORDER if (results / name / "results.md").is_file()]
+    folders += sorted(
+        p for p in results.iterdir() if (p / "results.md").is_file() and p not in folders
+    )
     head = _replace_between(head, SUMMARY_START, SUMMARY_END, summary_table(folders))
     head = _replace_between(head, VIEWS_START, VIEWS_END, views_by_kind(folders))
     head = _replace_between(head, BUDGET_START, BUDGET_END, floor_budget_table(folders))
