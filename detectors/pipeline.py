@@ -20,9 +20,10 @@ from torch import Tensor, nn
 
 from detectors.collect import view_inputs
 from detectors.engine import EngineOptions, EngineOutput, GradientEngine
-from detectors.persistence import DetectorFileError
+from detectors.persistence import DetectorFileError, DetectorNotFoundError
 from detectors.trust import TrustResult, TrustScorer
 from detectors.views.base import ViewInputs
+from models.card import ModelCard
 from models.penultimate import has_penultimate
 
 # Options that change the features (and so must match the fit); others, like the backward
@@ -172,6 +173,8 @@ class GGAPipeline:
             ``None`` for a model without a fitted detector: labels, probabilities and CSMs are
             computed (default engine options) and the trust score is NaN, never flagged.
         device: where the engine runs (default: CPU, or the model's device).
+        unfitted_options: the engine's options without a scorer (the classes the card says
+            to read: ``ModelCard.top_n``); a scorer's own options always win.
 
     Raises:
         DetectorFileError: the scorer uses views the model cannot serve.
@@ -182,6 +185,7 @@ class GGAPipeline:
         model: nn.Module,
         scorer: TrustScorer | None,
         device: torch.device | str | None = None,
+        unfitted_options: EngineOptions | None = None,
     ) -> None:
         if scorer is not None and scorer.needs_penultimate and not has_penultimate(model):
             needing = [n for n, v in scorer.views.items() if v.needs_penultimate]
@@ -193,7 +197,10 @@ class GGAPipeline:
         limit_blas_threads()
         self.model = model
         self.scorer = scorer
-        self.options = EngineOptions(**scorer.engine_options) if scorer else EngineOptions()
+        if scorer is not None:
+            self.options = EngineOptions(**scorer.engine_options)
+        else:
+            self.options = unfitted_options or EngineOptions()
         self.engine = GradientEngine(model, self.options, device=device)
 
     @property
@@ -280,3 +287,25 @@ def load_pipeline(
     """
     scorer = TrustScorer.load(Path(model_dir), weights_sha256)
     return GGAPipeline(model, scorer, device=device)
+
+
+def serving_pipeline(
+    model_dir: Path,
+    model: nn.Module,
+    card: ModelCard,
+    device: torch.device | str | None = None,
+) -> GGAPipeline:
+    """The model's fitted pipeline or, without ``detector.json``, one without a trust score.
+
+    An unfitted model reads the classes its card says (``ModelCard.top_n``, measured at
+    ``gga import``): a 1,000-class model would otherwise cost over a thousand forwards per image.
+    ``pipeline.scorer is None`` tells the two apart.
+
+    Raises:
+        DetectorFileError: a ``detector.json`` that cannot be used.
+    """
+    try:
+        return load_pipeline(model_dir, model, card.weights_sha256, device=device)
+    except DetectorNotFoundError:
+        options = EngineOptions(top_n=card.top_n)
+        return GGAPipeline(model, None, device=device, unfitted_options=options)

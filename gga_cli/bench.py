@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     group = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     _register_engine(group)
+    _register_imagenet_model(group)
     from gga_cli.bench_auth import register_auth
     from gga_cli.bench_overload import register_overload
     from gga_cli.bench_serve import register_serve
@@ -60,8 +61,42 @@ def _register_engine(group: argparse._SubParsersAction) -> None:
         help="skip a measurement estimated above this many seconds per run (default 3)",
     )
     p.add_argument("--no-resnet", action="store_true", help="leave out the ResNet-20 cases")
+    p.add_argument("--no-zoo", action="store_true", help="leave out the zoo models")
+    p.add_argument(
+        "--imagenet",
+        action="store_true",
+        help="add an ImageNet-layout ResNet-18 (224x224, 1,000 classes, random weights) at "
+        "batch 1: all classes (the limit) and the classes read by default on this machine, "
+        "with peak memory (minutes on a CPU)",
+    )
     p.add_argument("--out", type=Path, help="write the records as JSON to this file")
     p.set_defaults(func=run_engine)
+
+
+def _register_imagenet_model(group: argparse._SubParsersAction) -> None:
+    p = group.add_parser(
+        "imagenet-model",
+        help="write an ImageNet-size ONNX classifier to import and serve (random weights)",
+        description="Exports an ImageNet-layout ResNet-18 (224x224, random weights, built in "
+        "code) as torch.onnx.export writes it by default, with labels.txt beside it, for "
+        "`gga import` and `gga bench serve` at the size users run (docs/performance.md).",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the ONNX file to write")
+    p.add_argument("--classes", type=int, default=1000, help="number of classes (default 1000)")
+    p.set_defaults(func=run_imagenet_model)
+
+
+def run_imagenet_model(args: argparse.Namespace) -> int:
+    from gga_lab.bench.imagenet import export_imagenet_onnx
+
+    if args.classes < 2:
+        raise BenchArgumentError("--classes must be at least 2")
+    labels = export_imagenet_onnx(args.out, args.classes)
+    sys.stdout.write(
+        f"wrote {args.out} and {labels}; next: gga import {args.out} --name resnet18-imagenet "
+        f"--labels {labels} --resize center-crop\n"
+    )
+    return 0
 
 
 def run_engine(args: argparse.Namespace) -> int:
@@ -82,7 +117,7 @@ def run_engine(args: argparse.Namespace) -> int:
         raise BenchArgumentError("--device cuda given but no CUDA device is visible; use cpu")
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    cases = default_cases(args.model or None, args.repo, DEFAULT_ZOO_MODELS)
+    cases = [] if args.no_zoo else default_cases(args.model or None, args.repo, DEFAULT_ZOO_MODELS)
     top_case = None
     if not args.no_resnet:
         cases += [resnet_case(10)]
@@ -101,8 +136,19 @@ def run_engine(args: argparse.Namespace) -> int:
         top_n_case=top_case,
         progress=lambda line: sys.stderr.write(line + "\n"),
     )
+    floors = summarize_floors(records)
+    imagenet = {}
+    if args.imagenet:
+        from gga_lab.bench.imagenet import imagenet_floors, imagenet_rows
+
+        rows, choice, peaks = imagenet_rows(
+            args.repeats, device, progress=lambda line: sys.stderr.write(line + "\n")
+        )
+        records += rows
+        floors += imagenet_floors(rows, choice, peaks)
+        imagenet = {"default_choice": choice.to_dict(), "peak_rss_gib": peaks}
     sys.stdout.write(format_table(records) + "\n\n")
-    for line in summarize_floors(records):
+    for line in floors:
         sys.stdout.write(line + "\n")
     if args.out:
         payload = {
@@ -112,6 +158,7 @@ def run_engine(args: argparse.Namespace) -> int:
             "batch_sizes": sizes,
             "repeats": args.repeats,
             "records": [r.to_dict() for r in records],
+            **({"imagenet": imagenet} if imagenet else {}),
         }
         args.out.write_text(json.dumps(payload, indent=2) + "\n")
         sys.stdout.write(f"wrote {len(records)} records to {args.out}\n")

@@ -77,7 +77,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated kinds of untrusted input made from training images to choose the "
         "fusion on (default: all ten; docs/detectors.md)",
     )
-    p.add_argument("--top-n", type=int, help="saliency for the N most probable classes only")
+    p.add_argument(
+        "--top-n",
+        default="auto",
+        help="classes read per input: auto (the default: at most what the engine affords on "
+        "this machine, 8 forwards or 0.25 s per image, never under 10; then the fewest under "
+        "that which detect as well), all, or a number of the most probable (docs/models.md)",
+    )
+    p.add_argument(
+        "--saliency-layer",
+        type=int,
+        help="take GGA's gradients at this block's output (0 = shallowest) instead of the "
+        "input: the backward stops there (cheaper), channel max off; where it keeps detection "
+        "is measured in docs/performance.md (`gga lab saliency-layers`)",
+    )
     p.add_argument(
         "--alpha",
         type=float,
@@ -111,11 +124,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from detectors.row_cost import parse_top_n
     from gga_lab.fit import FitConfig, fit_trust_scorer
     from gga_training.splits import held_out_indices
     from models.data import load_dataset
     from models.repository import ModelRepository
 
+    top_n = parse_top_n(args.top_n)
     config = FitConfig(
         views=args.views,
         fusion=args.fusion,
@@ -131,12 +146,14 @@ def run(args: argparse.Namespace) -> int:
         projections=args.projections,
         bins=args.bins,
         knn_k=args.knn_k,
-        top_n=args.top_n,
+        top_n=None if top_n == "all" else top_n,
+        saliency_layer=args.saliency_layer,
         pgd_steps=args.pgd_steps,
         **({"untrusted_kinds": args.untrusted_kinds} if args.untrusted_kinds else {}),
     )
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card
+    _check_saliency_layer(args.saliency_layer, loaded.module, card.input_shape)
     config = dataclasses.replace(
         config, batch_size=batch_size_for(args.batch_size, loaded.module, card.input_shape)
     )
@@ -162,6 +179,19 @@ def run(args: argparse.Namespace) -> int:
     )
     _report(card.name, scorer, scorer.save(loaded.path))
     return 0
+
+
+def _check_saliency_layer(layer: int | None, model, input_shape) -> None:
+    """Refuse a ``--saliency-layer`` the model has no block for, before any work."""
+    from detectors.engine import EngineOptions, GradientEngine
+    from models.errors import GGAUserError
+
+    if layer is None:
+        return
+    try:
+        GradientEngine(model, EngineOptions(saliency_layer=layer)).cut(input_shape)
+    except ValueError as err:
+        raise GGAUserError(f"--saliency-layer {layer}: {err}") from err
 
 
 def _fit_on_user_images(args: argparse.Namespace, config, loaded) -> int:
@@ -198,6 +228,7 @@ def _fit_on_user_images(args: argparse.Namespace, config, loaded) -> int:
 def _report(name: str, scorer, path) -> None:
     p = scorer.provenance
     fusion = p["choices"]["fusion"]
+    _report_classes_read(name, scorer.engine_options.get("top_n"), p["choices"])
     sys.stdout.write(
         f"{name}: views {','.join(scorer.view_names)} fused by {fusion['chosen']} "
         f"(left-out-kind {fusion.get('criterion_name', 'auroc')} "
@@ -207,3 +238,18 @@ def _report(name: str, scorer, path) -> None:
         f"({p['calibration_inputs']}) in {p['seconds']:.0f} s; alpha {scorer.alpha}; "
         f"wrote {path}\n"
     )
+
+
+def _report_classes_read(name: str, top_n: int | None, choices: dict) -> None:
+    """One line on how many classes are read, where that was measured or chosen."""
+    read = choices.get("classes_read") or {}
+    affordable, chosen = read.get("affordable") or {}, read.get("by_detection")
+    if top_n is None and not affordable.get("ms_per_image"):
+        return  # ten classes or fewer, or --top-n all: nothing was measured
+    line = f"{name}: {'all' if top_n is None else f'the top {top_n}'} classes read per input"
+    if chosen:
+        measured = ", ".join(f"{n}: {v:.3f}" for n, v in chosen["measured"].items())
+        line += f" (mean AUROC by N, {measured}; affordable here: {affordable.get('reason')})"
+    elif affordable.get("reason"):
+        line += f" ({affordable['reason']})"
+    sys.stdout.write(line + "\n")

@@ -62,6 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="stretch",
         help="how images of another size are fitted to the input (none: refuse them)",
     )
+    p.add_argument(
+        "--top-n",
+        default="auto",
+        help="classes the engine reads per input: auto (the default: measured on this machine, "
+        "all classes where they cost at most 8 forwards or 0.25 s per image, else the most "
+        "probable N that do, never under 10), all, or a number; recorded in the card, and "
+        "`gga fit` chooses again (docs/models.md)",
+    )
     p.add_argument("--version", default="1", help="the card's version")
     p.add_argument("--description", default="", help="the card's description")
     p.add_argument("--force", action="store_true", help="replace a model of the same name")
@@ -69,12 +77,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _indented(line: str) -> None:
+    sys.stderr.write(f"  {line}\n")
+
+
+def _engine_chooser(requested: int | str):
+    """The importer's ``choose_engine``: the rows read, measured or as ``--top-n`` says."""
+    from detectors.row_cost import choose_rows
+
+    def choose(model, input_shape, num_classes) -> dict[str, object]:
+        if requested == "auto" and num_classes > 10:
+            sys.stderr.write(f"measuring the engine's cost at {num_classes} classes...\n")
+        choice = choose_rows(requested, model, input_shape, num_classes, log=_indented)
+        sys.stderr.write(f"classes read per input: {choice.reason}\n")
+        return choice.to_dict()
+
+    return choose
+
+
 def run(args: argparse.Namespace) -> int:
+    from detectors.row_cost import parse_top_n
     from models.imported.importer import ImportOptions, import_model
     from models.repository import ModelRepository
 
     if args.features and args.no_features:
         raise GGAUserError("--features and --no-features exclude each other")
+    requested = parse_top_n(args.top_n)
     repository = ModelRepository(args.repo)
     options = ImportOptions(
         name=args.name,
@@ -88,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         description=args.description,
         force=args.force,
+        choose_engine=_engine_chooser(requested),
     )
     card = import_model(args.file, repository.root, options)
     config = card.config
@@ -97,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         f"{card.num_classes} classes, features {config['features'] or 'none'} "
         f"({config['features_how']})"
         + (f", onnxruntime parity {parity['max_abs_diff']:.2e}" if parity else "")
+        + (f", top {card.top_n} classes read" if card.top_n is not None else "")
         + f"; wrote {repository.root / card.name}. Next: gga fit {card.name} --data DIR\n"
     )
     return 0

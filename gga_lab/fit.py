@@ -20,6 +20,7 @@ read, so evaluation on it is honest; ``detector.json`` records every part's size
 hash of its indices, and every choice with what it measured.
 """
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -41,12 +42,14 @@ from detectors.calibration import (
 from detectors.engine import EngineOptions, GradientEngine
 from detectors.fusion import FUSIONS
 from detectors.pipeline import engine_options_dict
+from detectors.row_cost import RowChoice, choose_rows
 from detectors.trust import TrustScorer
 from detectors.views import VIEWS, View, ViewInputs, ViewUnavailableError, available_views
 from detectors.views.gga import GGAPaperView
 from detectors.views.penultimate import KNNView
 from gga_lab.collect import collect_view_inputs
 from gga_lab.selection import CRITERIA, FusionChoice, Method, choose_fusion, default_methods
+from gga_lab.top_n import TopNChoice, choose_top_n
 from gga_lab.untrusted import TRAINING_KINDS, make_training_untrusted
 from models.blocks import has_blocks
 from models.penultimate import has_penultimate
@@ -57,7 +60,13 @@ MIN_FIT_CORRECT = 50
 RESCALE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
 # l_inf budgets of the paper (MNIST 0.3, CIFAR 8/255); Fashion-MNIST is ours: 0.1, the usual
 # budget in the robustness literature for it, since 0.3 erases most garments' texture.
-LINF_EPS: dict[str, float] = {"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255}
+# Two-digit MNIST is made of MNIST digits: MNIST's budget.
+LINF_EPS: dict[str, float] = {
+    "mnist": 0.3,
+    "two-digit-mnist": 0.3,
+    "fashion-mnist": 0.1,
+    "cifar10": 8 / 255,
+}
 HELD_OUT = "held out from training"
 TRAINING = "training"
 
@@ -89,7 +98,12 @@ class FitConfig:
         projections: LODA projections of the ``gga-paper`` view.
         bins: its LODA bins; ``None`` = 100 for grey inputs, 500 for colour (the paper's).
         knn_k: the ``knn`` view's k.
-        top_n: saliency for the N most probable classes only (``None`` = all classes).
+        top_n: the classes read per input: ``"auto"`` (measured: the most the engine affords
+            on this machine, ``detectors.row_cost``, then the fewest under that which detect
+            as well, ``gga_lab.top_n``), ``None`` for all, or a number of the most probable.
+        saliency_layer: take GGA's gradients at this block's activation instead of the input
+            (``detectors.block_cut``; the backward stops there), with the channel max off
+            (at a block it would make every map +1); measured in docs/performance.md.
         untrusted_kinds: kinds made from tune images (``gga_lab.untrusted``).
         pgd_steps: iterations of the PGD kinds made for tuning.
         batch_size: inputs per engine call.
@@ -110,7 +124,8 @@ class FitConfig:
     projections: int = 100
     bins: int | None = None
     knn_k: int = 10
-    top_n: int | None = None
+    top_n: int | str | None = "auto"
+    saliency_layer: int | None = None
     untrusted_kinds: tuple[str, ...] = TRAINING_KINDS
     pgd_steps: int = 40
     batch_size: int = 128
@@ -294,6 +309,7 @@ class _Candidate:
     choice: FusionChoice
     engine: GradientEngine
     counts: dict[str, int]
+    top_n: TopNChoice | None = None
 
 
 def _fit_candidate(
@@ -303,11 +319,14 @@ def _fit_candidate(
     data: dict[str, tuple[Tensor, Tensor]],
     untrusted: dict[str, Tensor],
     config: FitConfig,
+    rows: RowChoice,
     progress: bool,
 ) -> _Candidate:
     options = EngineOptions(
-        top_n=config.top_n,
+        top_n=rows.top_n,
         rescale_logits=rescale,
+        saliency_layer=config.saliency_layer,
+        channel_max=config.saliency_layer is None,
         strategy=config.strategy,
         # One forward per squeezer: only for a detector that fits the view reading them.
         squeeze=any(VIEWS[name].needs_squeezed for name in view_names),
@@ -335,6 +354,15 @@ def _fit_candidate(
                 f"only {len(inputs)} {part} inputs are classified correctly; at least "
                 f"{MIN_CALIBRATION} are needed: raise --n-view-cal / --n-tune"
             )
+    untrusted_inputs = {k: collect(x, k) for k, x in untrusted.items() if len(x)}
+    top_n = None
+    if config.top_n == "auto" and rows.top_n is not None:
+        # Computed once at the affordable ceiling; fewer rows are its leading blocks.
+        top_n = choose_top_n(rows.top_n, fit, tune, untrusted_inputs, seed=config.seed)
+        if top_n.top_n < rows.top_n:
+            fit, view_cal, tune = (p.leading_rows(top_n.top_n) for p in (fit, view_cal, tune))
+            untrusted_inputs = {k: v.leading_rows(top_n.top_n) for k, v in untrusted_inputs.items()}
+            engine = GradientEngine(model, dataclasses.replace(options, top_n=top_n.top_n))
     channels = int(data["fit"][0].shape[1])
     views = {n: _make_view(n, config, channels).fit_features(fit) for n in view_names}
     calibrators = {
@@ -345,7 +373,7 @@ def _fit_candidate(
     def p_values(inputs: ViewInputs) -> dict[str, np.ndarray]:
         return {n: calibrators[n].trust(v.predict_features(inputs)) for n, v in views.items()}
 
-    untrusted_p = {k: p_values(collect(x, k)) for k, x in untrusted.items() if len(x)}
+    untrusted_p = {k: p_values(inputs) for k, inputs in untrusted_inputs.items()}
     methods = default_methods() if config.fusion is None else (Method(config.fusion, "all"),)
     choice = choose_fusion(
         view_names,
@@ -365,7 +393,7 @@ def _fit_candidate(
         choice.scores[choice.method],
     )
     counts = {"fit": len(fit), "view_cal": len(view_cal), "tune": len(tune)}
-    return _Candidate(rescale, views, calibrators, choice, engine, counts)
+    return _Candidate(rescale, views, calibrators, choice, engine, counts, top_n)
 
 
 def fit_trust_scorer(
@@ -409,9 +437,10 @@ def fit_trust_scorer(
     data = {part: (x[idx], y[idx]) for part, idx in splits.parts().items()}
     eps = LINF_EPS.get(dataset, 0.1)
     untrusted = _tune_untrusted(model, *data["tune"], eps, config, progress)
+    rows = _rows_read(model, x, config)
     options = {"auto": (True, False), "on": (True,), "off": (False,)}[config.rescale]
     candidates = [
-        _fit_candidate(model, rescale, view_names, data, untrusted, config, progress)
+        _fit_candidate(model, rescale, view_names, data, untrusted, config, rows, progress)
         for rescale in options
     ]
     best = max(candidates, key=lambda c: c.choice.scores[c.choice.method])
@@ -426,6 +455,7 @@ def fit_trust_scorer(
         candidates=candidates,
         best=best,
         view_names=view_names,
+        rows=rows,
         seconds=time.perf_counter() - start,
     )
     scorer = TrustScorer.calibrated(
@@ -488,6 +518,20 @@ def _view_names(
     return config.views
 
 
+def _rows_read(model: nn.Module, x: Tensor, config: FitConfig) -> RowChoice:
+    """The classes the engine reads: ``config.top_n``, or the most it affords here (measured).
+
+    Raises:
+        RowChoiceError: a ``top_n`` above the model's number of classes.
+    """
+    with torch.no_grad():
+        num_classes = int(model(x[:1]).shape[1])
+    requested = "all" if config.top_n is None else config.top_n
+    choice = choose_rows(requested, model, tuple(x.shape[1:]), num_classes, log=logger.info)
+    logger.info("fit: classes read per input: %s", choice.reason)
+    return choice
+
+
 def _tune_untrusted(
     model: nn.Module, x: Tensor, y: Tensor, eps: float, config: FitConfig, progress: bool
 ) -> dict[str, Tensor]:
@@ -537,6 +581,7 @@ def _provenance(
     candidates: list[_Candidate],
     best: _Candidate,
     view_names: tuple[str, ...],
+    rows: RowChoice,
     seconds: float,
 ) -> dict[str, Any]:
     """What a fit drew, made, measured and chose: the scorer's JSON ``provenance``."""
@@ -570,6 +615,10 @@ def _provenance(
             },
             "fusion": best.choice.to_dict(),
             "views_offered": list(view_names),
+            "classes_read": {
+                "affordable": rows.to_dict(),
+                "by_detection": best.top_n.to_dict() if best.top_n is not None else None,
+            },
         },
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
         "seconds": round(seconds, 1),

@@ -52,6 +52,10 @@ class ModelCard:
     class_names: tuple[str, ...]
     dataset: str
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    # The engine's settings chosen for this model before any fit, e.g. the classes read
+    # (``{"top_n": 12, ...}``, measured at ``gga import``: detectors/row_cost.py). A fitted
+    # detector.json's own engine options take precedence.
+    engine: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
@@ -62,6 +66,12 @@ class ModelCard:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def top_n(self) -> int | None:
+        """The classes an unfitted model's engine reads (``None``: all)."""
+        value = self.engine.get("top_n")
+        return None if value is None else int(value)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detectors.persistence import DetectorNotFoundError
-from detectors.pipeline import GGAPipeline, PipelineOutput, load_pipeline
+from detectors.pipeline import GGAPipeline, PipelineOutput, serving_pipeline
 from models.card import ModelCard
 from models.repository import ModelRepository
 from service.batcher import Batcher, WorkItem
@@ -173,13 +172,9 @@ class ServedModel:
         start = time.perf_counter()
         loaded = self.repository.load(self.name)
         self.card = loaded.card
-        try:
-            self.pipeline = load_pipeline(
-                loaded.path, loaded.module, loaded.card.weights_sha256, device=self.device
-            )
-            self.warnings = []
-        except DetectorNotFoundError:
-            self.pipeline = GGAPipeline(loaded.module, None, device=self.device)
+        self.pipeline = serving_pipeline(loaded.path, loaded.module, loaded.card, self.device)
+        self.warnings = []
+        if self.pipeline.scorer is None:
             self.warnings = [
                 f"no trust detector: predictions carry trust_score null and are never flagged; "
                 f"fit one with `gga fit {self.name} --data DIR`, then load the model again"

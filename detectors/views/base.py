@@ -10,12 +10,14 @@ parameters through ``get_params``/``from_params``, no pickle.
 """
 
 import abc
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import torch
 
 from detectors.base import Detector, DetectorFitError
+from detectors.features import gga_features
 
 
 class ViewUnavailableError(DetectorFitError):
@@ -60,6 +62,25 @@ class ViewInputs:
             return None if value is None else value[index]
 
         return ViewInputs(**{f.name: rows(getattr(self, f.name)) for f in fields(self)})
+
+    def leading_rows(self, n: int) -> "ViewInputs":
+        """What an engine reading only the top ``n`` classes would have given.
+
+        Rows read for the top N are ordered by probability, most probable first, and each row's
+        map does not depend on which other rows were read: the top-``n`` CSM is the leading
+        ``n x n`` block of the top-N one. The ten GGA features are computed again from it;
+        everything else is the same.
+
+        Raises:
+            ValueError: ``n`` is below 1 or above the rows read.
+        """
+        if not 1 <= n <= self.csm.shape[1]:
+            raise ValueError(f"cannot keep {n} of {self.csm.shape[1]} CSM rows")
+        csm = np.ascontiguousarray(self.csm[:, :n, :n])
+        classes = self.classes[:, :n]
+        predicted_row = (classes == self.predicted[:, None]).argmax(axis=1)
+        features = gga_features(torch.from_numpy(csm), torch.from_numpy(predicted_row))
+        return replace(self, csm=csm, classes=classes, gga=features.numpy().astype(np.float64))
 
     @classmethod
     def concat(cls, parts: list["ViewInputs"]) -> "ViewInputs":

@@ -215,11 +215,11 @@ def offline_throughput(
     """
     import torch
 
-    from detectors.pipeline import load_pipeline
+    from detectors.pipeline import serving_pipeline
     from models.repository import ModelRepository
 
     loaded = ModelRepository(repo).load(model)
-    pipeline = load_pipeline(loaded.path, loaded.module, loaded.card.weights_sha256)
+    pipeline = serving_pipeline(loaded.path, loaded.module, loaded.card)
     batch_size = max(1, min(batch_size, len(x)))
     pipeline.warmup(loaded.card.input_shape, (batch_size,))
     batch = torch.from_numpy(x[:batch_size])
@@ -296,7 +296,7 @@ def run_benchmark(
     """
     import torch
 
-    from models.data import load_dataset
+    from models.data import dataset_names, load_dataset
     from models.repository import ModelRepository
 
     # Every request is logged by httpx at INFO; thousands of lines would bury the results.
@@ -309,8 +309,12 @@ def run_benchmark(
         server_env["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
     card = ModelRepository(repo).card(model)
-    test = load_dataset(card.dataset, "test", data_dir=data_dir, limit=256)
-    x = test.float()
+    if card.dataset in dataset_names():
+        x = load_dataset(card.dataset, "test", data_dir=data_dir, limit=256).float()
+    else:
+        # A user's model (``gga import``) names no data set: its cost does not depend on what
+        # the pictures show, so random ones of its input size stand in.
+        x = torch.rand(32, *card.input_shape, generator=torch.Generator().manual_seed(0))
     files = upload_files(x, image_format)
     results = []
     with (

@@ -13,7 +13,7 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,10 @@ class ImportOptions:
         version: the card's version.
         description: the card's description.
         force: replace an existing model of that name.
+        choose_engine: called with the checked model, its input shape and its number of classes
+            before anything is written; returns the card's ``engine`` settings (the classes
+            read, measured by the caller: ``gga import`` passes ``detectors.row_cost``, which
+            this package may not import). ``None`` leaves them empty (all classes).
     """
 
     name: str
@@ -62,6 +66,7 @@ class ImportOptions:
     version: str = "1"
     description: str = ""
     force: bool = False
+    choose_engine: Callable[[nn.Module, tuple[int, int, int], int], dict[str, object]] | None = None
 
 
 def _declared_shape(path: Path, fmt: Format, graph: nn.Module | None) -> tuple[int | None, ...]:
@@ -248,6 +253,7 @@ def _checked_card(
             resize=options.resize != "none",
             resize_mode="center-crop" if options.resize == "center-crop" else "stretch",
         ),
+        engine=(options.choose_engine(model, shape, len(names)) if options.choose_engine else {}),
         metrics={},
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         weights_sha256=sha256_file(stored),

@@ -1,0 +1,257 @@
+"""How many classes the engine can afford to read per input, measured on this machine.
+
+GGA's cost grows with the K saliency rows: one backward pass (or one replicated copy) per class.
+At 10 classes that is the method as published; at 1,000 classes and 224 x 224 it is over a
+thousand forwards per image (docs/performance.md). ``choose_row_ceiling`` measures the engine at
+batch 1 (the worst case per image: a serving batch only amortises) for a few row counts, fits
+``seconds = fixed + per_row * K`` and gives the largest K whose cost stays within the budget:
+
+    budget = max(max_forwards * forward, floor_s)
+
+``max_forwards`` (default 8) keeps a slow model at a few forwards per image; ``floor_s`` (default
+0.25 s) lets a fast one read every class whenever that is cheap anyway, whatever the ratio. Below
+``MIN_ROWS`` (10) rows the choice never goes: a CSM of fewer rows loses most of the pairs the
+features read, and 10 is the paper's own setting. A model of at most 10 classes therefore always
+reads all of them, and is never measured.
+
+The measurement is what it is on the machine it ran on (a busy CPU measures more). It is recorded
+with the choice (the model card at ``gga import``, ``detector.json`` at ``gga fit``), and
+``--top-n`` overrides it.
+
+Example:
+    >>> choice = choose_row_ceiling(model, (3, 224, 224), num_classes=1000)
+    >>> choice.top_n, choice.to_dict()["ms_per_image"]
+    (12, {'1': 310.2, '8': 1350.8, '12': 1902.4})
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from detectors.base import DetectorFitError
+from detectors.engine import EngineOptions, GradientEngine
+
+MIN_ROWS = 10  # never fewer rows than the paper's 10 classes
+MAX_FORWARDS = 8.0  # the budget per image, in forwards of the same model at batch 1
+FLOOR_S = 0.25  # ...or this many seconds per image, whichever is larger
+PROBE_ROWS = 8  # the second row count measured (the first is 1)
+_REPEATS = 3  # timed calls per measurement (one when a call takes over a second)
+_REFINEMENTS = 3  # measurements after the first two, each on a better straight line
+
+
+@dataclass(frozen=True)
+class RowChoice:
+    """The number of rows chosen and what was measured to choose it.
+
+    Attributes:
+        top_n: the most probable classes to read; ``None`` for all of them.
+        reason: one sentence, for the card and the console.
+        num_classes: the model's classes.
+        forward_ms: one forward at batch 1, median (``None`` where nothing was measured).
+        ms_per_image: rows -> engine milliseconds per image at batch 1, median.
+        budget_ms: the per-image budget the choice kept to.
+    """
+
+    top_n: int | None
+    reason: str
+    num_classes: int
+    forward_ms: float | None = None
+    ms_per_image: dict[int, float] = field(default_factory=dict)
+    budget_ms: float | None = None
+    max_forwards: float = MAX_FORWARDS
+    floor_s: float = FLOOR_S
+
+    @property
+    def rows(self) -> int:
+        """K, the rows read per input."""
+        return self.num_classes if self.top_n is None else self.top_n
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready, as stored in the card and in ``detector.json``'s provenance."""
+        return {
+            "top_n": self.top_n,
+            "reason": self.reason,
+            "num_classes": self.num_classes,
+            "forward_ms": self.forward_ms,
+            "ms_per_image": {str(k): v for k, v in self.ms_per_image.items()},
+            "budget_ms": self.budget_ms,
+            "max_forwards": self.max_forwards,
+            "floor_s": self.floor_s,
+        }
+
+
+def _fastest_seconds(call: Callable[[], object]) -> float:
+    """The fastest wall time of ``call`` after one untimed run (which pays first-call costs).
+
+    The fastest, not the median: other work on the machine only ever adds time, and the choice
+    should follow what the model costs, not what a neighbour did during one run.
+    """
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    repeats = 1 if first > 1.0 else _REPEATS
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _engine_seconds(model: nn.Module, x: torch.Tensor, rows: int, rescale: bool) -> float:
+    """Seconds of one engine call at batch 1 reading ``rows`` classes, its strategy tuned."""
+    options = EngineOptions(top_n=rows, rescale_logits=rescale)
+    engine = GradientEngine(model, options, device=x.device)
+    return _fastest_seconds(lambda: engine(x))
+
+
+def choose_row_ceiling(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    device: torch.device | str | None = None,
+    rescale: bool = True,
+    max_forwards: float = MAX_FORWARDS,
+    floor_s: float = FLOOR_S,
+    log: Callable[[str], None] | None = None,
+) -> RowChoice:
+    """The most classes the engine reads within the budget (module docstring), measured.
+
+    Args:
+        model: the classifier, eval mode.
+        input_shape: (C, H, W) of one input.
+        num_classes: its number of classes.
+        device: where the engine will run (default: the model's).
+        rescale: the engine's logit rescaling (it barely changes the cost).
+        max_forwards: the budget in forwards per image.
+        floor_s: the budget in seconds per image where that is larger.
+        log: called with one line per measurement (progress of a slow model).
+
+    Returns:
+        The ``RowChoice``: ``top_n=None`` where every class fits the budget.
+    """
+    if num_classes <= MIN_ROWS:
+        return RowChoice(None, f"{num_classes} classes: all are read", num_classes)
+    say = log or (lambda _line: None)
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
+    x = torch.rand(1, *input_shape, device=device)
+    with torch.no_grad():
+        forward = _fastest_seconds(lambda: model(x))
+    say(f"forward at batch 1: {forward * 1e3:.1f} ms")
+    measured: dict[int, float] = {}
+    for rows in (1, min(PROBE_ROWS, num_classes)):
+        measured[rows] = _engine_seconds(model, x, rows, rescale)
+        say(f"engine, {rows} rows at batch 1: {measured[rows] * 1e3:.1f} ms")
+    budget = max(max_forwards * forward, floor_s)
+    rows = _refine(
+        measured, num_classes, budget, lambda k: _engine_seconds(model, x, k, rescale), say
+    )
+    ms = {k: round(v * 1e3, 2) for k, v in sorted(measured.items())}
+    figures = (round(forward * 1e3, 3), ms, round(budget * 1e3, 2), max_forwards, floor_s)
+    all_rows = _line(measured)(num_classes)
+    if rows >= num_classes:
+        reason = f"all {num_classes} classes fit the budget of {budget:.2f} s per image"
+        return RowChoice(None, reason, num_classes, *figures)
+    cost = f" ({measured[rows] / forward:.1f} forwards per image)" if rows in measured else ""
+    reason = (
+        f"the {rows} most probable of {num_classes} classes{cost}: all of them would cost about "
+        f"{all_rows / forward:.0f} forwards on this machine, the budget is {budget / forward:.1f}"
+    )
+    return RowChoice(rows, reason, num_classes, *figures)
+
+
+def _line(measured: dict[int, float]) -> Callable[[int], float]:
+    """Seconds against rows, the straight line through the fewest and the most rows measured."""
+    low, high = min(measured), max(measured)
+    per_row = (measured[high] - measured[low]) / max(high - low, 1)
+    if per_row <= 0:  # noise on a busy machine: charge the largest run's cost to its rows
+        return lambda rows: measured[high] * rows / high
+    return lambda rows: measured[low] + per_row * (rows - low)
+
+
+def _refine(
+    measured: dict[int, float],
+    num_classes: int,
+    budget: float,
+    seconds: Callable[[int], float],
+    say: Callable[[str], None],
+) -> int:
+    """The most rows (up to all) whose measured cost fits ``budget``, measuring as it goes.
+
+    Each step puts a straight line through the fewest and the most rows measured so far, takes
+    the rows it allows, and measures them; a wider line predicts better, so a few steps settle.
+    A measurement over budget scales its rows down by how much and ends the search.
+    """
+    rows = MIN_ROWS
+    for _ in range(_REFINEMENTS):
+        line = _line(measured)
+        if line(num_classes) <= budget:
+            rows = num_classes
+        else:
+            low = min(measured)
+            per_row = max((line(low + 1) - line(low)), 1e-12)
+            rows = int(min(max(low + (budget - line(low)) / per_row, MIN_ROWS), num_classes))
+        if rows in measured:
+            break
+        measured[rows] = seconds(rows)
+        say(f"engine, {rows} rows at batch 1: {measured[rows] * 1e3:.1f} ms")
+        if measured[rows] > budget:
+            return max(MIN_ROWS, math.floor(rows * budget / measured[rows]))
+    fitting = [k for k, v in measured.items() if v <= budget and k >= MIN_ROWS]
+    return max(fitting, default=rows)
+
+
+class RowChoiceError(DetectorFitError):
+    """A ``--top-n`` the model cannot serve."""
+
+
+def parse_top_n(text: str) -> int | str:
+    """``--top-n``'s value: ``"auto"``, ``"all"`` or a positive number of classes.
+
+    Raises:
+        RowChoiceError: anything else.
+    """
+    value = text.strip().lower()
+    if value in ("auto", "all"):
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise RowChoiceError(f"--top-n must be auto, all or a positive number, got {text!r}")
+    return number
+
+
+def choose_rows(
+    requested: int | str,
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> RowChoice:
+    """The rows a model reads: measured (``"auto"``), every class (``"all"``) or as given.
+
+    Raises:
+        RowChoiceError: a number larger than the model's classes.
+    """
+    if requested == "auto":
+        return choose_row_ceiling(model, input_shape, num_classes, log=log)
+    if requested == "all":
+        return RowChoice(None, f"all {num_classes} classes: --top-n all", num_classes)
+    number = int(requested)
+    if number > num_classes:
+        raise RowChoiceError(
+            f"--top-n {number}: the model has only {num_classes} classes; give at most "
+            f"{num_classes}, or all"
+        )
+    top_n = None if number == num_classes else number
+    return RowChoice(top_n, f"the {number} most probable classes: --top-n {number}", num_classes)

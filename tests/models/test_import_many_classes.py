@@ -1,0 +1,70 @@
+"""`gga import` of a many-class model: the classes read are measured or given, kept in the card
+and served before any fit; labels and --top-n are checked against the model's outputs."""
+
+import torch
+
+from detectors.pipeline import serving_pipeline
+from gga_cli import main
+from models.repository import ModelRepository
+from tests.helpers.models import TinyCNN, seeded
+
+CLASSES = 30
+
+
+def _files(tmp_path, labels: int = CLASSES):
+    model = seeded(TinyCNN, num_classes=CLASSES).eval()
+    path = tmp_path / "net.pt"
+    torch.jit.trace(model, torch.rand(2, 1, 28, 28)).save(str(path))
+    names = tmp_path / "labels.txt"
+    names.write_text("".join(f"kind {i}\n" for i in range(labels)))
+    return path, names
+
+
+def _import(path, names, repo, *extra: str) -> int:
+    repo.mkdir(exist_ok=True)
+    args = ["import", str(path), "--name", "many", "--repo", str(repo), "--labels", str(names)]
+    return main([*args, "--input-shape", "1,28,28", "--force", *extra])
+
+
+def test_a_given_top_n_is_kept_in_the_card_and_served_before_any_fit(tmp_path, capsys) -> None:
+    path, names = _files(tmp_path)
+    repo = tmp_path / "repo"
+    assert _import(path, names, repo, "--top-n", "12") == 0
+    printed = capsys.readouterr()
+    assert "top 12 classes read" in printed.out
+    assert "classes read per input: the 12 most probable classes: --top-n 12" in printed.err
+    loaded = ModelRepository(repo).load("many")
+    assert loaded.card.top_n == 12 and loaded.card.engine["num_classes"] == CLASSES
+    pipeline = serving_pipeline(loaded.path, loaded.module, loaded.card)
+    assert pipeline.scorer is None
+    out = pipeline(torch.rand(3, 1, 28, 28))
+    assert out.csm.shape == (3, 12, 12) and out.classes.shape == (3, 12)
+    assert (out.classes[:, 0] == out.labels).all()  # most probable first
+
+
+def test_auto_measures_the_engine_and_records_what_it_measured(tmp_path, capsys) -> None:
+    path, names = _files(tmp_path)
+    repo = tmp_path / "repo"
+    assert _import(path, names, repo) == 0
+    err = capsys.readouterr().err
+    assert "measuring the engine's cost at 30 classes" in err and "forward at batch 1" in err
+    engine = ModelRepository(repo).card("many").engine
+    assert {"1", "8"} <= set(engine["ms_per_image"]) and engine["forward_ms"] > 0
+    assert engine["top_n"] is None or 10 <= engine["top_n"] < CLASSES
+    assert engine["budget_ms"] >= 250.0  # at least the floor of 0.25 s per image
+
+
+def test_bad_top_n_and_labels_are_refused_and_nothing_is_written(tmp_path, capsys) -> None:
+    path, names = _files(tmp_path)
+    repo = tmp_path / "repo"
+    assert _import(path, names, repo, "--top-n", "31") == 2
+    assert "--top-n 31: the model has only 30 classes" in capsys.readouterr().err
+    assert _import(path, names, repo, "--top-n", "none") == 2
+    assert "--top-n must be auto, all or a positive number" in capsys.readouterr().err
+    fewer = _files(tmp_path, labels=29)[1]
+    assert _import(path, fewer, repo, "--top-n", "all") == 2
+    assert "29 class names, but the model outputs 30 logits" in capsys.readouterr().err
+    more = _files(tmp_path, labels=31)[1]
+    assert _import(path, more, repo, "--top-n", "all") == 2
+    assert "31 class names, but the model outputs 30 logits" in capsys.readouterr().err
+    assert not (repo / "many").exists()
