@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from models.imaging import encode_png
-from models.repository import ModelRepository
 from service.app import create_app
 from tests.helpers.photos import jpeg_bytes, phone_jpeg
 from tests.service.conftest import service_settings
@@ -26,11 +25,6 @@ def client(colour_repo: Path, tmp_path_factory: pytest.TempPathFactory):
     db = tmp_path_factory.mktemp("colour") / "gga.db"
     with TestClient(create_app(service_settings(colour_repo, db, models=[MODEL]))) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def model(colour_repo: Path):
-    return ModelRepository(colour_repo).load(MODEL).module.eval()
 
 
 def _upload(data: bytes, name: str = "photo.jpg", kind: str = "image/jpeg"):
@@ -63,9 +57,13 @@ def test_the_card_and_listing_describe_the_colour_input(client: TestClient) -> N
     assert MODEL in [m["name"] for m in client.get("/v1/models").json()["models"]]
 
 
-def test_a_large_photo_is_centre_cropped_as_the_card_says(client, model, cifar_test) -> None:
+def test_a_large_photo_is_centre_cropped_as_the_card_says(client, cifar_test) -> None:
+    # What the model saw is checked pixel by pixel. Its labels are not compared with the
+    # original's: the tiny model (60 steps, about 70% accurate) agreed with them on 6 of 8 on one
+    # CPU and 5 on another, and on 5 of 8 for a stretch of the same photos as well, so agreement
+    # tells the crop from a stretch no better than chance. The pixels do: a stretch squeezes the
+    # noisy bands in.
     x = cifar_test.float()
-    agree = 0
     for i in range(8):
         r = client.post(PREDICT + "?saliency=true", **_upload(_jpeg(_photo(x[i]))))
         assert r.status_code == 200, r.text
@@ -76,9 +74,6 @@ def test_a_large_photo_is_centre_cropped_as_the_card_says(client, model, cifar_t
         # The noisy bands are cut away: what the model saw is the original image, up to JPEG
         # and a 3x down-scaling.
         assert float((seen_x - x[i]).abs().mean()) < 0.06
-        with torch.no_grad():
-            agree += int(model(x[i : i + 1]).argmax()) == p["label"]
-    assert agree >= 6
 
 
 def test_a_phone_photo_is_classified_with_default_limits(client: TestClient, cifar_test) -> None:
