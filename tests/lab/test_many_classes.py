@@ -44,8 +44,8 @@ def test_the_fewest_rows_that_detect_as_well_are_chosen(two_digit) -> None:
         inputs = collect_view_inputs(engine, x[part], 256, progress=False)
         return inputs.take(inputs.predicted == y[part].numpy()), x[part], y[part]
 
-    fit, _, _ = correct(slice(0, 1200))
-    tune, x_tune, y_tune = correct(slice(1200, 1600))
+    fit, _, _ = correct(slice(0, 700))
+    tune, x_tune, y_tune = correct(slice(700, 950))
     made = make_training_untrusted(
         model, x_tune, y_tune, eps=0.3, seed=0, kinds=("fgsm", "noise"), progress=False
     )
