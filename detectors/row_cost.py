@@ -27,7 +27,7 @@ Example:
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -102,10 +102,9 @@ def _fastest_seconds(call: Callable[[], object]) -> float:
     return min(times)
 
 
-def _engine_seconds(model: nn.Module, x: torch.Tensor, rows: int, rescale: bool) -> float:
+def _engine_seconds(model: nn.Module, x: torch.Tensor, rows: int, base: EngineOptions) -> float:
     """Seconds of one engine call at batch 1 reading ``rows`` classes, its strategy tuned."""
-    options = EngineOptions(top_n=rows, rescale_logits=rescale)
-    engine = GradientEngine(model, options, device=x.device)
+    engine = GradientEngine(model, replace(base, top_n=rows), device=x.device)
     return _fastest_seconds(lambda: engine(x))
 
 
@@ -115,7 +114,7 @@ def choose_row_ceiling(
     num_classes: int,
     *,
     device: torch.device | str | None = None,
-    rescale: bool = True,
+    options: EngineOptions | None = None,
     max_forwards: float = MAX_FORWARDS,
     floor_s: float = FLOOR_S,
     log: Callable[[str], None] | None = None,
@@ -127,7 +126,8 @@ def choose_row_ceiling(
         input_shape: (C, H, W) of one input.
         num_classes: its number of classes.
         device: where the engine will run (default: the model's).
-        rescale: the engine's logit rescaling (it barely changes the cost).
+        options: the engine's other options (``saliency_layer`` changes the cost; the logit
+            rescaling barely does); default ``EngineOptions()``.
         max_forwards: the budget in forwards per image.
         floor_s: the budget in seconds per image where that is larger.
         log: called with one line per measurement (progress of a slow model).
@@ -141,18 +141,17 @@ def choose_row_ceiling(
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else "cpu"
+    base = options or EngineOptions()
     x = torch.rand(1, *input_shape, device=device)
     with torch.no_grad():
         forward = _fastest_seconds(lambda: model(x))
     say(f"forward at batch 1: {forward * 1e3:.1f} ms")
     measured: dict[int, float] = {}
     for rows in (1, min(PROBE_ROWS, num_classes)):
-        measured[rows] = _engine_seconds(model, x, rows, rescale)
+        measured[rows] = _engine_seconds(model, x, rows, base)
         say(f"engine, {rows} rows at batch 1: {measured[rows] * 1e3:.1f} ms")
     budget = max(max_forwards * forward, floor_s)
-    rows = _refine(
-        measured, num_classes, budget, lambda k: _engine_seconds(model, x, k, rescale), say
-    )
+    rows = _refine(measured, num_classes, budget, lambda k: _engine_seconds(model, x, k, base), say)
     ms = {k: round(v * 1e3, 2) for k, v in sorted(measured.items())}
     figures = (round(forward * 1e3, 3), ms, round(budget * 1e3, 2), max_forwards, floor_s)
     all_rows = _line(measured)(num_classes)
@@ -236,6 +235,7 @@ def choose_rows(
     input_shape: tuple[int, int, int],
     num_classes: int,
     *,
+    options: EngineOptions | None = None,
     log: Callable[[str], None] | None = None,
 ) -> RowChoice:
     """The rows a model reads: measured (``"auto"``), every class (``"all"``) or as given.
@@ -244,7 +244,7 @@ def choose_rows(
         RowChoiceError: a number larger than the model's classes.
     """
     if requested == "auto":
-        return choose_row_ceiling(model, input_shape, num_classes, log=log)
+        return choose_row_ceiling(model, input_shape, num_classes, options=options, log=log)
     if requested == "all":
         return RowChoice(None, f"all {num_classes} classes: --top-n all", num_classes)
     number = int(requested)

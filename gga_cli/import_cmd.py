@@ -83,10 +83,10 @@ def _indented(line: str) -> None:
 
 def _engine_chooser(requested: int | str):
     """The importer's ``choose_engine``: the rows read, measured or as ``--top-n`` says."""
-    from detectors.row_cost import choose_rows
+    from detectors.row_cost import MIN_ROWS, choose_rows
 
     def choose(model, input_shape, num_classes) -> dict[str, object]:
-        if requested == "auto" and num_classes > 10:
+        if requested == "auto" and num_classes > MIN_ROWS:
             sys.stderr.write(f"measuring the engine's cost at {num_classes} classes...\n")
         choice = choose_rows(requested, model, input_shape, num_classes, log=_indented)
         sys.stderr.write(f"classes read per input: {choice.reason}\n")

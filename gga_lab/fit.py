@@ -527,7 +527,13 @@ def _rows_read(model: nn.Module, x: Tensor, config: FitConfig) -> RowChoice:
     with torch.no_grad():
         num_classes = int(model(x[:1]).shape[1])
     requested = "all" if config.top_n is None else config.top_n
-    choice = choose_rows(requested, model, tuple(x.shape[1:]), num_classes, log=logger.info)
+    # Timed as it will run: gradients at a block cost less per class than at the input.
+    options = EngineOptions(
+        saliency_layer=config.saliency_layer, channel_max=config.saliency_layer is None
+    )
+    choice = choose_rows(
+        requested, model, tuple(x.shape[1:]), num_classes, options=options, log=logger.info
+    )
     logger.info("fit: classes read per input: %s", choice.reason)
     return choice
 

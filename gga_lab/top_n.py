@@ -14,12 +14,12 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from detectors.base import DetectorFitError
 from detectors.row_cost import MIN_ROWS
 from detectors.views.base import ViewInputs
 from detectors.views.gga import GGACSMView, GGAPaperView
+from gga_lab.metrics import auroc
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +55,8 @@ def candidates(ceiling: int) -> list[int]:
 
 def _auroc(clean: np.ndarray, untrusted: np.ndarray) -> float:
     """AUROC of outlier scores (higher = less trusted); an undefined score is the least trusted."""
-    scores = np.concatenate([clean, untrusted])
-    scores = np.where(np.isfinite(scores), scores, np.finfo(float).max)
-    labels = np.r_[np.zeros(len(clean)), np.ones(len(untrusted))]
-    return float(roc_auc_score(labels, scores))
+    worst = np.finfo(float).max
+    return auroc(*(np.where(np.isfinite(s), s, worst) for s in (clean, untrusted)))
 
 
 def _mean_auroc(

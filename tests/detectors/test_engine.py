@@ -16,6 +16,7 @@ from models.data import load_dataset
 from models.repository import ModelRepository
 from tests.detectors import reference_gga
 from tests.helpers.models import TinyCNN, TinyLinear, seeded
+from tests.helpers.threads import one_thread  # noqa: F401 (autouse fixture)
 
 STRATEGY_NAMES = sorted(STRATEGIES)
 N_IMAGES = 6
@@ -23,15 +24,6 @@ NEAR_ZERO = 1e-7  # a gradient component this close to zero may change sign with
 
 # Random-weight stand-ins for zoo models not trained yet: (architecture, data set).
 FALLBACKS = {"lenet": "mnist", "compact-cnn": "fashion-mnist", "resnet": "cifar10"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CI box has 2 shared cores; one intra-op thread avoids OpenMP oversubscription stalls.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _model_cases() -> list[str]:

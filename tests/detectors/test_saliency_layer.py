@@ -26,20 +26,13 @@ from models.architectures import build_model
 from models.blocks import block_features
 from tests.detectors.synthetic import view_inputs
 from tests.helpers.models import TinyCNN, TinyLinear, seeded
+from tests.helpers.threads import one_thread  # noqa: F401 (autouse fixture)
 
 STRATEGY_NAMES = sorted(STRATEGIES)
 # LeNet calls one pooling module twice (block 3 is its second call); ResNet-20's blocks end
 # after a residual sum whose shortcut comes from the prefix.
 ARCHITECTURES = {"lenet": (1, 28, 28), "compact-cnn": (1, 28, 28), "resnet": (3, 32, 32)}
 SHA = "cd" * 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 _MODELS: dict[str, nn.Module] = {}
