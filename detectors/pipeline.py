@@ -298,7 +298,8 @@ def serving_pipeline(
     """The model's fitted pipeline or, without ``detector.json``, one without a trust score.
 
     An unfitted model reads the classes its card says (``ModelCard.top_n``, measured at
-    ``gga import``): a 1,000-class model would otherwise cost over a thousand forwards per image.
+    ``gga import``), at the input or at the block it names (``ModelCard.saliency_layer``): a
+    1,000-class model would otherwise cost over a thousand forwards per image.
     ``pipeline.scorer is None`` tells the two apart.
 
     Raises:
@@ -307,5 +308,6 @@ def serving_pipeline(
     try:
         return load_pipeline(model_dir, model, card.weights_sha256, device=device)
     except DetectorNotFoundError:
-        options = EngineOptions(top_n=card.top_n)
+        layer = card.saliency_layer
+        options = EngineOptions(top_n=card.top_n, saliency_layer=layer, channel_max=layer is None)
         return GGAPipeline(model, None, device=device, unfitted_options=options)

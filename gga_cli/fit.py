@@ -86,10 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--saliency-layer",
-        type=int,
-        help="take GGA's gradients at this block's output (0 = shallowest) instead of the "
-        "input: the backward stops there (cheaper), channel max off; where it keeps detection "
-        "is measured in docs/performance.md (`gga lab saliency-layers`)",
+        default="auto",
+        help="where GGA's gradients are taken: auto (the default: the input, or a middle block "
+        "where 10 classes at the input cost over the budget), input, or a block's index "
+        "(0 = shallowest): the backward stops there (cheaper), channel max off; where it keeps "
+        "detection is measured in docs/performance.md (`gga lab saliency-layers`)",
     )
     p.add_argument(
         "--alpha",
@@ -124,13 +125,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detectors.row_cost import parse_top_n
+    from detectors.row_cost import parse_saliency_layer, parse_top_n
     from gga_lab.fit import FitConfig, fit_trust_scorer
     from gga_training.splits import held_out_indices
     from models.data import load_dataset
     from models.repository import ModelRepository
 
     top_n = parse_top_n(args.top_n)
+    saliency_layer = parse_saliency_layer(args.saliency_layer)
     config = FitConfig(
         views=args.views,
         fusion=args.fusion,
@@ -147,13 +149,13 @@ def run(args: argparse.Namespace) -> int:
         bins=args.bins,
         knn_k=args.knn_k,
         top_n=None if top_n == "all" else top_n,
-        saliency_layer=args.saliency_layer,
+        saliency_layer=saliency_layer,
         pgd_steps=args.pgd_steps,
         **({"untrusted_kinds": args.untrusted_kinds} if args.untrusted_kinds else {}),
     )
     loaded = ModelRepository(args.repo).load(args.model)
     card = loaded.card
-    _check_saliency_layer(args.saliency_layer, loaded.module, card.input_shape)
+    check_saliency_layer(saliency_layer, loaded.module, card.input_shape)
     config = dataclasses.replace(
         config, batch_size=batch_size_for(args.batch_size, loaded.module, card.input_shape)
     )
@@ -181,12 +183,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_saliency_layer(layer: int | None, model, input_shape) -> None:
+def check_saliency_layer(layer: int | str | None, model, input_shape) -> None:
     """Refuse a ``--saliency-layer`` the model has no block for, before any work."""
     from detectors.engine import EngineOptions, GradientEngine
     from models.errors import GGAUserError
 
-    if layer is None:
+    if not isinstance(layer, int):  # the input, or chosen by cost
         return
     try:
         GradientEngine(model, EngineOptions(saliency_layer=layer)).cut(input_shape)
@@ -247,6 +249,8 @@ def _report_classes_read(name: str, top_n: int | None, choices: dict) -> None:
     if top_n is None and not affordable.get("ms_per_image"):
         return  # ten classes or fewer, or --top-n all: nothing was measured
     line = f"{name}: {'all' if top_n is None else f'the top {top_n}'} classes read per input"
+    if affordable.get("saliency_layer") is not None:
+        line += f", GGA's gradients at block {affordable['saliency_layer']}"
     if chosen:
         measured = ", ".join(f"{n}: {v:.3f}" for n, v in chosen["measured"].items())
         line += f" (mean AUROC by N, {measured}; affordable here: {affordable.get('reason')})"

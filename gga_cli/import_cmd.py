@@ -70,6 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "probable N that do, never under 10), all, or a number; recorded in the card, and "
         "`gga fit` chooses again (docs/models.md)",
     )
+    p.add_argument(
+        "--saliency-layer",
+        default="auto",
+        help="where the engine takes GGA's gradients: auto (the default: the input, or a middle "
+        "block where 10 classes at the input cost over the budget), input, or a block's index; "
+        "recorded in the card (docs/models.md)",
+    )
     p.add_argument("--version", default="1", help="the card's version")
     p.add_argument("--description", default="", help="the card's description")
     p.add_argument("--force", action="store_true", help="replace a model of the same name")
@@ -81,14 +88,23 @@ def _indented(line: str) -> None:
     sys.stderr.write(f"  {line}\n")
 
 
-def _engine_chooser(requested: int | str):
-    """The importer's ``choose_engine``: the rows read, measured or as ``--top-n`` says."""
+def _engine_chooser(requested: int | str, saliency_layer: int | str | None):
+    """The importer's ``choose_engine``: the rows read (and where), measured or as given."""
     from detectors.row_cost import MIN_ROWS, choose_rows
+    from gga_cli.fit import check_saliency_layer
 
     def choose(model, input_shape, num_classes) -> dict[str, object]:
+        check_saliency_layer(saliency_layer, model, input_shape)  # before any timing
         if requested == "auto" and num_classes > MIN_ROWS:
             sys.stderr.write(f"measuring the engine's cost at {num_classes} classes...\n")
-        choice = choose_rows(requested, model, input_shape, num_classes, log=_indented)
+        choice = choose_rows(
+            requested,
+            model,
+            input_shape,
+            num_classes,
+            saliency_layer=saliency_layer,
+            log=_indented,
+        )
         sys.stderr.write(f"classes read per input: {choice.reason}\n")
         return choice.to_dict()
 
@@ -96,13 +112,14 @@ def _engine_chooser(requested: int | str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from detectors.row_cost import parse_top_n
+    from detectors.row_cost import parse_saliency_layer, parse_top_n
     from models.imported.importer import ImportOptions, import_model
     from models.repository import ModelRepository
 
     if args.features and args.no_features:
         raise GGAUserError("--features and --no-features exclude each other")
     requested = parse_top_n(args.top_n)
+    saliency_layer = parse_saliency_layer(args.saliency_layer)
     repository = ModelRepository(args.repo)
     options = ImportOptions(
         name=args.name,
@@ -116,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         description=args.description,
         force=args.force,
-        choose_engine=_engine_chooser(requested),
+        choose_engine=_engine_chooser(requested, saliency_layer),
     )
     card = import_model(args.file, repository.root, options)
     config = card.config
@@ -127,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         f"({config['features_how']})"
         + (f", onnxruntime parity {parity['max_abs_diff']:.2e}" if parity else "")
         + (f", top {card.top_n} classes read" if card.top_n is not None else "")
+        + (f" at block {card.saliency_layer}" if card.saliency_layer is not None else "")
         + f"; wrote {repository.root / card.name}. Next: gga fit {card.name} --data DIR\n"
     )
     return 0

@@ -101,9 +101,11 @@ class FitConfig:
         top_n: the classes read per input: ``"auto"`` (measured: the most the engine affords
             on this machine, ``detectors.row_cost``, then the fewest under that which detect
             as well, ``gga_lab.top_n``), ``None`` for all, or a number of the most probable.
-        saliency_layer: take GGA's gradients at this block's activation instead of the input
-            (``detectors.block_cut``; the backward stops there), with the channel max off
-            (at a block it would make every map +1); measured in docs/performance.md.
+        saliency_layer: where GGA's gradients are taken: ``"auto"`` (the input, or the block
+            ``detectors.row_cost`` moves to where the input cannot afford 10 classes), ``None``
+            (the input) or a block's index (``detectors.block_cut``; the backward stops there).
+            At a block the channel max is off (it would make every map +1); measured in
+            docs/performance.md.
         untrusted_kinds: kinds made from tune images (``gga_lab.untrusted``).
         pgd_steps: iterations of the PGD kinds made for tuning.
         batch_size: inputs per engine call.
@@ -125,7 +127,7 @@ class FitConfig:
     bins: int | None = None
     knn_k: int = 10
     top_n: int | str | None = "auto"
-    saliency_layer: int | None = None
+    saliency_layer: int | str | None = "auto"
     untrusted_kinds: tuple[str, ...] = TRAINING_KINDS
     pgd_steps: int = 40
     batch_size: int = 128
@@ -325,8 +327,8 @@ def _fit_candidate(
     options = EngineOptions(
         top_n=rows.top_n,
         rescale_logits=rescale,
-        saliency_layer=config.saliency_layer,
-        channel_max=config.saliency_layer is None,
+        saliency_layer=rows.saliency_layer,
+        channel_max=rows.saliency_layer is None,
         strategy=config.strategy,
         # One forward per squeezer: only for a detector that fits the view reading them.
         squeeze=any(VIEWS[name].needs_squeezed for name in view_names),
@@ -528,11 +530,13 @@ def _rows_read(model: nn.Module, x: Tensor, config: FitConfig) -> RowChoice:
         num_classes = int(model(x[:1]).shape[1])
     requested = "all" if config.top_n is None else config.top_n
     # Timed as it will run: gradients at a block cost less per class than at the input.
-    options = EngineOptions(
-        saliency_layer=config.saliency_layer, channel_max=config.saliency_layer is None
-    )
     choice = choose_rows(
-        requested, model, tuple(x.shape[1:]), num_classes, options=options, log=logger.info
+        requested,
+        model,
+        tuple(x.shape[1:]),
+        num_classes,
+        saliency_layer=config.saliency_layer,
+        log=logger.info,
     )
     logger.info("fit: classes read per input: %s", choice.reason)
     return choice

@@ -73,6 +73,12 @@ class ModelCard:
         value = self.engine.get("top_n")
         return None if value is None else int(value)
 
+    @property
+    def saliency_layer(self) -> int | None:
+        """The block an unfitted model's engine takes gradients at (``None``: the input)."""
+        value = self.engine.get("saliency_layer")
+        return None if value is None else int(value)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["input_shape"] = list(self.input_shape)

@@ -6,11 +6,12 @@ worst case per image) with the process's peak resident memory while it ran:
 - ``forward`` and ``limit`` with every class: the limit ``t_fwd + 1000 x t_vjp`` is what any
   all-class strategy costs at least (running one would take minutes per image here, so the
   strategies are skipped by the benchmark's budget);
-- the **default choice**: the classes ``gga import`` reads on this machine
-  (``detectors.row_cost``), every strategy and the engine's own choice;
+- the classes ``gga import`` reads on this machine (``detectors.row_cost``) at the input, every
+  strategy and the engine's own choice: the **default choice** where the input affords them;
 - **saliency at a block** (``EngineOptions.saliency_layer``, every channel's sign kept, as it
-  ships: docs/performance.md) for the default choice's classes, at the middle blocks (28x28 and
-  14x14), the engine's own strategy timed in the same rounds as a plain forward.
+  ships: docs/performance.md) for the same classes, at the middle blocks (28x28 and 14x14) and
+  at the block the choice moved to where the input cost too much (then that row is the
+  **default choice**), the engine's own strategy timed in the same rounds as a plain forward.
 
 The weights are random (built in code, no download): cost and memory do not depend on them.
 """
@@ -94,18 +95,26 @@ def imagenet_rows(
     progress(f"done: {case.name}, all classes (limit)")
     choice = choose_row_ceiling(case.module, case.input_shape, case.num_classes, device=device)
     progress(f"default choice: {choice.reason}")
+    block = choice.saliency_layer
     with peak_memory() as peak:
         chosen = bench_case(case, [1], repeats, device, BUDGET_S, top_n=choice.top_n)
-    peaks["default"] = peak["gib"]
+    what = "default choice" if block is None else "the input at the default choice's classes"
     for r in chosen:
-        r.note = f"default choice; {r.note}".rstrip("; ")
+        r.note = f"{what}; {r.note}".rstrip("; ")
     records += _with_peak(chosen, peak["gib"])
-    progress(f"done: {case.name}, the default choice (top {choice.rows})")
+    peaks["default" if block is None else "input"] = peak["gib"]
+    progress(f"done: {case.name}, the input at the top {choice.rows}")
+    layers = LAYERS if block is None else tuple(sorted({block, *LAYERS}))
     with peak_memory() as peak:
-        layered = layer_rows(case, choice.top_n, LAYERS, repeats, device)
+        layered = layer_rows(case, choice.top_n, layers, repeats, device)
+    for r, layer in zip(layered, layers, strict=True):
+        if layer == block:
+            r.note = f"default choice; {r.note}"
     peaks["layers"] = peak["gib"]
+    if block is not None:  # every block's engine in one process: the most the choice needs
+        peaks["default"] = peak["gib"]
     records += _with_peak(layered, peak["gib"])
-    progress(f"done: {case.name}, saliency at blocks {', '.join(map(str, LAYERS))}")
+    progress(f"done: {case.name}, saliency at blocks {', '.join(map(str, layers))}")
     return records, choice, peaks
 
 
@@ -164,16 +173,17 @@ def imagenet_floors(
             if r.rows == choice.rows
             and r.strategy == "auto"
             and r.batch == 1
-            and "saliency at" not in r.note
+            and r.note.startswith("default choice")
         ),
         None,
     )
     if auto is None or auto.ratio_to_forward is None:
         return [f"n/a {choice.rows} rows: the engine was not measured"]
     ok = auto.ratio_to_forward <= MAX_FORWARDS_FLOOR
+    where = "" if choice.saliency_layer is None else f", saliency at block {choice.saliency_layer}"
     lines.append(
         f"{'PASS' if ok else 'MISS'} {auto.model} batch 1, default choice (top {choice.rows} of "
-        f"{choice.num_classes}): {auto.ratio_to_forward:.1f} forwards per image "
+        f"{choice.num_classes}{where}): {auto.ratio_to_forward:.1f} forwards per image "
         f"(floor {MAX_FORWARDS_FLOOR:g})"
     )
     gib = peaks.get("default")

@@ -68,3 +68,33 @@ def test_bad_top_n_and_labels_are_refused_and_nothing_is_written(tmp_path, capsy
     assert _import(path, more, repo, "--top-n", "all") == 2
     assert "31 class names, but the model outputs 30 logits" in capsys.readouterr().err
     assert not (repo / "many").exists()
+
+
+def test_a_block_given_at_import_is_kept_in_the_card_and_served(tmp_path, capsys) -> None:
+    from tests.helpers.imported import export_onnx
+
+    model = seeded(TinyCNN, num_classes=CLASSES).eval()
+    path = export_onnx(model, tmp_path / "net.onnx", (1, 28, 28), "dynamo")
+    names = _files(tmp_path)[1]
+    repo = tmp_path / "repo"
+    assert _import(path, names, repo, "--top-n", "12", "--saliency-layer", "0") == 0
+    assert "top 12 classes read at block 0" in capsys.readouterr().out
+    loaded = ModelRepository(repo).load("many")
+    assert loaded.card.saliency_layer == 0 and loaded.card.top_n == 12
+    pipeline = serving_pipeline(loaded.path, loaded.module, loaded.card)
+    assert pipeline.options.saliency_layer == 0 and not pipeline.options.channel_max
+    out = pipeline(torch.rand(3, 1, 28, 28), saliency=True)
+    assert out.csm.shape == (3, 12, 12)
+    assert out.saliency.shape == (3, 12, 8 * 28 * 28)  # every channel of the first block
+
+
+def test_a_block_the_model_lacks_or_a_bad_value_is_refused(tmp_path, capsys) -> None:
+    path, names = _files(tmp_path)  # TorchScript: no leaf modules to find a block in
+    repo = tmp_path / "repo"
+    assert _import(path, names, repo, "--top-n", "12", "--saliency-layer", "0") == 2
+    assert (
+        "--saliency-layer 0: saliency_layer=0 needs the model's blocks" in capsys.readouterr().err
+    )
+    assert _import(path, names, repo, "--saliency-layer", "deep") == 2
+    assert "--saliency-layer must be auto, input or a block's index" in capsys.readouterr().err
+    assert not (repo / "many").exists()
