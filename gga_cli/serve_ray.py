@@ -31,7 +31,7 @@ def run_on_ray(settings: Settings, address: str, replicas: int | None) -> int:
     from ray.serve.config import HTTPOptions
 
     from service.ray_serve import APP_NAME
-    from service.ray_serve.app import build_application
+    from service.ray_serve.app import build_application, controller_options
     from service.store.migrate import upgrade
 
     if settings.run_migrations:
@@ -41,13 +41,15 @@ def run_on_ray(settings: Settings, address: str, replicas: int | None) -> int:
     serve_was_running = _serve_running()
     if serve_was_running:
         logger.warning(
-            "Ray Serve already runs on this cluster: its HTTP proxy keeps the host and port it "
-            "was started with (--host/--port are not applied); stop it with `serve shutdown`"
+            "Ray Serve already runs on this cluster: its HTTP proxy keeps the host, port and body "
+            "limit it was started with (--host, --port and GGA_MAX_BODY_BYTES are not applied); "
+            "stop it with `serve shutdown`"
         )
     serve.start(
         http_options=HTTPOptions(
             host=settings.host, port=settings.port, keep_alive_timeout_s=int(settings.keep_alive_s)
-        )
+        ),
+        controller_options=controller_options(settings),
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,6 +10,9 @@
   died under it (Ray's own proxy would answer 500), and lists every replica's metrics endpoint
   for Prometheus (``/metrics/targets``, an ``http_sd_configs`` source).
 
+In front of both, ``proxy_limit.py`` runs inside Ray's own HTTP proxy and refuses bodies over
+``GGA_MAX_BODY_BYTES`` before Ray reads them (``gga serve --ray`` installs it).
+
 Nothing here is imported by ``gga serve`` without ``--ray``: Ray is the ``[ray]`` extra.
 """
 

@@ -15,6 +15,7 @@ from ray.serve import Application
 
 from service.ray_serve import GATEWAY_DEPLOYMENT, MODEL_DEPLOYMENT
 from service.ray_serve.gateway import build_gateway_app
+from service.ray_serve.proxy_limit import proxy_env
 from service.ray_serve.replica import ModelServer
 from service.settings import Settings, get_settings
 
@@ -38,6 +39,18 @@ def replica_env(settings: Settings, environ: dict[str, str] | None = None) -> di
     if settings.redis_url:
         env["GGA_REDIS_URL"] = settings.redis_url
     return env
+
+
+def controller_options(settings: Settings) -> dict[str, Any]:
+    """``serve.start``'s ``controller_options``: the body limit for Ray's HTTP proxies.
+
+    The proxies are actors the Serve controller starts, and they inherit its ``runtime_env``;
+    its ``env_vars`` carry the callback that installs the limit in each proxy
+    (``proxy_limit.py``) and the limit itself, so it holds on every node without touching the
+    nodes' environment. Applied only when this driver starts Serve (a controller already
+    running keeps the proxies it has).
+    """
+    return {"runtime_env": {"env_vars": proxy_env(settings.max_body_bytes)}}
 
 
 def build_application(settings: Settings, replicas: int | None = None) -> Application:

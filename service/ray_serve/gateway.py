@@ -2,14 +2,16 @@
 
 A Starlette app (no torch, no models) behind Ray's HTTP proxy. Every request is forwarded whole to
 a ``ModelServer`` replica through a deployment handle; Ray picks the replica (fewest requests in
-flight of two sampled). The body is read here, so the gateway enforces ``GGA_MAX_BODY_BYTES``
-as the plain server does: a declared ``Content-Length`` over it is answered 413 before any byte
-is read, and a chunked body is counted while it streams in and refused at the first chunk over,
-so the gateway never holds more than the limit (and one chunk) of a body. A replica that dies
-with the request in flight (``kill -9``, a lost node) is answered 503 with ``Retry-After``, as
-an overloaded one is: the request was not acknowledged, and whatever it stored before dying
-stays stored. ``GET /metrics/targets`` lists every live
-replica's metrics endpoint in Prometheus' ``http_sd_configs`` format.
+flight of two sampled). ``GGA_MAX_BODY_BYTES`` is enforced first in Ray's HTTP proxy
+(``proxy_limit.py``), before Ray queues a body; the gateway checks it again as the plain server
+does (a declared ``Content-Length`` over it answered 413 before any byte is read, a chunked body
+refused at the first chunk over), for a Serve whose proxies were started without that limit:
+there, Ray's replica wrapper pulls the whole body into this process before the gateway's check
+can refuse it (docs/deployment.md). A replica that dies with the request in flight
+(``kill -9``, a lost node) is answered 503 with ``Retry-After``, as an overloaded one is: the
+request was not acknowledged, and whatever it stored before dying stays stored.
+``GET /metrics/targets`` lists every live replica's metrics endpoint in Prometheus'
+``http_sd_configs`` format.
 """
 
 from __future__ import annotations
