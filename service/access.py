@@ -17,6 +17,7 @@ on loopback alone.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -62,6 +63,50 @@ ANONYMOUS = Caller(key_id=None, scope=Scope.PREDICT)
 CLASSIFY_ROUTES = frozenset({"/v1/models/{name}/predict", "/v2/models/{name}/infer"})
 
 
+# A ``GGA_API_KEYS`` entry is ``KEY`` (the predict scope, as every entry was before scopes) or
+# ``SCOPE:KEY``. A run of letters before the first colon is read as a scope, so a misspelt one
+# stops the start instead of leaving the operator's admin key a key nobody can use.
+_SCOPED = re.compile(r"([A-Za-z]+):(.*)", re.DOTALL)
+
+
+def parse_static_keys(entries: list[str]) -> list[tuple[Scope, str]]:
+    """The scope and key of each ``GGA_API_KEYS`` entry.
+
+    Messages name an entry by its position and never quote it: it is a secret.
+
+    Raises:
+        ValueError: An entry names an unknown scope or has no key after its scope, or one key
+            is given twice with different scopes.
+    """
+    parsed: list[tuple[Scope, str]] = []
+    first_at: dict[str, tuple[int, Scope]] = {}
+    for position, entry in enumerate(entries, start=1):
+        scope, key = Scope.PREDICT, entry
+        match = _SCOPED.fullmatch(entry)
+        if match is not None:
+            name, key = match[1].lower(), match[2].strip()
+            if name not in {s.value for s in Scope}:
+                raise ValueError(
+                    f"GGA_API_KEYS entry {position} begins with a word and a colon that name no "
+                    "scope: write SCOPE:KEY with a scope of read, predict or admin, or "
+                    "predict:KEY for a key that itself begins with letters and a colon"
+                )
+            if not key:
+                raise ValueError(
+                    f"GGA_API_KEYS entry {position} gives the scope {name!r} but no key after "
+                    "the colon"
+                )
+            scope = Scope(name)
+        earlier = first_at.setdefault(key, (position, scope))
+        if earlier[1] != scope:
+            raise ValueError(
+                f"GGA_API_KEYS entries {earlier[0]} and {position} give the same key with "
+                f"different scopes ({earlier[1].value}, {scope.value})"
+            )
+        parsed.append((scope, key))
+    return parsed
+
+
 class UnsafeModelControl(GGAUserError):
     """Repository control was asked for in open mode on an address other machines reach."""
 
@@ -96,6 +141,26 @@ def check_model_control(caller: Caller, model_control: str, host: str) -> None:
         return
     if caller.scope != Scope.ADMIN:
         raise ScopeTooNarrow(caller.scope, "load or unload models", "'admin'")
+
+
+def check_may_manage_keys(caller: Caller) -> None:
+    """Refuse a caller who may not create, list or revoke API keys: every caller but an admin.
+
+    Open mode refuses too: nobody is identified there, and a key minted by anyone who reaches
+    the port would be no protection; the first key is made on the host (``gga keys create``).
+
+    Raises:
+        Forbidden: Open mode.
+        ScopeTooNarrow: A predict or read key.
+    """
+    if caller.key_id is None:
+        raise Forbidden(
+            "managing API keys over the API needs an admin key, and this server has none yet "
+            "(open mode): create the first one on the host with "
+            "`gga keys create NAME --scope admin`, or give one in GGA_API_KEYS as admin:KEY"
+        )
+    if caller.scope != Scope.ADMIN:
+        raise ScopeTooNarrow(caller.scope, "manage API keys", "'admin'")
 
 
 def open_control_refusal(host: str) -> str:

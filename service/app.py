@@ -23,6 +23,7 @@ from service.dataplane import DataPlane
 from service.errorlog import ThrottledLog
 from service.errors import InvalidInput, ServiceError, StoreUnavailable, validation_message
 from service.flag_quality import watch_flag_quality
+from service.keys_api import register_key_endpoints
 from service.metrics import RejectReason, ServiceMetrics, render
 from service.protocol.middleware import (
     AdmissionMiddleware,
@@ -134,6 +135,7 @@ def create_app(settings: Settings, metrics: ServiceMetrics | None = None) -> Fas
     app.add_exception_handler(SQLAlchemyError, _store_error)
     register_v1_endpoints(app)
     register_v2_endpoints(app)
+    register_key_endpoints(app)
     install_body_schemas(app, [PredictJSON, InferRequest])
 
     @app.get("/metrics", include_in_schema=False)

@@ -4,7 +4,7 @@ A key reads ``gga_<id>_<secret>``. Only the id, a random per-key salt, the key's
 ``HMAC-SHA256(salt + pepper, secret)`` are stored; a presented key is found by its id and its
 secret checked with ``hmac.compare_digest`` (constant time). Keys may also come from
 ``GGA_API_KEYS`` (deployments that inject secrets); those are hashed in memory at startup and
-have the predict scope.
+have the predict scope, or the one an entry names (``admin:KEY``, ``access.parse_static_keys``).
 
 Asking the store on every request costs a database round trip per request. The answer (the key's
 caller, or its refusal) and whether keys are on at all are therefore kept for
@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from service.access import Caller, Scope
+from service.access import Caller, Scope, parse_static_keys
 from service.errors import Unauthorized
 from service.store import Database
 from service.store import repository as repo
@@ -86,6 +86,14 @@ def _split(token: str) -> tuple[str, str] | None:
 class _StaticKey:
     key_id: str
     digest: bytes
+    scope: Scope
+
+
+def _static_key(scope: Scope, key: str) -> _StaticKey:
+    # The id hashes the key alone: giving a key a scope keeps its id, so the predictions it
+    # made stay its own.
+    digest = hashlib.sha256(key.encode()).digest()
+    return _StaticKey(key_id="env-" + digest.hex()[:8], digest=digest, scope=scope)
 
 
 class _Verdicts:
@@ -109,6 +117,12 @@ class _Verdicts:
             self._entries.move_to_end(digest)
             return True, entry[1]
 
+    def forget(self, key_id: str) -> None:
+        """Drop the verdicts that name ``key_id`` (revoked here: refused at once, not in TTL)."""
+        with self._lock:
+            for digest in [d for d, (_, v) in self._entries.items() if v and v.key_id == key_id]:
+                del self._entries[digest]
+
     def put(self, digest: bytes, verdict: Caller | None) -> None:
         if self.ttl_s <= 0:
             return
@@ -124,7 +138,7 @@ class Authenticator:
 
     Args:
         db: The store holding created keys.
-        static_keys: Plain keys from the settings (``GGA_API_KEYS``); predict scope.
+        static_keys: Entries of ``GGA_API_KEYS``: ``KEY`` (predict scope) or ``SCOPE:KEY``.
         required: Demand a key even when none is configured yet (``GGA_API_KEYS_REQUIRED``).
         pepper: Secret mixed into stored key hashes (``GGA_KEY_PEPPER``).
         cache_s: How long a verdict on a key, and the mode (keys on or off), is believed
@@ -144,13 +158,7 @@ class Authenticator:
         self.required = required
         self.pepper = pepper
         self.cache_s = cache_s
-        self._static = [
-            _StaticKey(
-                key_id="env-" + hashlib.sha256(k.encode()).hexdigest()[:8],
-                digest=hashlib.sha256(k.encode()).digest(),
-            )
-            for k in static_keys or []
-        ]
+        self._static = [_static_key(*entry) for entry in parse_static_keys(static_keys or [])]
         self._verdicts = _Verdicts(cache_s)
         self._mode_checked = -math.inf
         # Whether keys were on when last read from the store; reading it never queries.
@@ -185,6 +193,11 @@ class Authenticator:
         self.keys_on = repo.count_active_keys(self.db) > 0
         self._mode_checked = time.monotonic()
 
+    def forget(self, key_id: str) -> None:
+        """Forget what this replica believed about ``key_id`` (the key API revoked it); other
+        replicas refuse it once their cached verdict expires (``GGA_AUTH_CACHE_S``)."""
+        self._verdicts.forget(key_id)
+
     def cached(self, token: str | None) -> Caller | None:
         """The caller of ``token`` if known without the store; None when the store must be asked.
 
@@ -198,7 +211,7 @@ class Authenticator:
         presented = hashlib.sha256(token.encode()).digest()
         for key in self._static:
             if hmac.compare_digest(key.digest, presented):
-                return Caller(key.key_id, Scope.PREDICT)
+                return Caller(key.key_id, key.scope)
         found, verdict = self._verdicts.get(presented)
         if not found:
             return None

@@ -117,6 +117,14 @@ class PredictionNotFound(ServiceError, LookupError):
         super().__init__(f"no prediction with id {prediction_id!r}")
 
 
+class KeyNotFound(ServiceError, LookupError):
+    status = HTTPStatus.NOT_FOUND
+    code = "key_not_found"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no active API key with id {key_id!r}; see GET /v1/keys")
+
+
 class InvalidCursor(InvalidInput):
     code = "invalid_cursor"
 

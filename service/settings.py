@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from detectors.tuning_cache import default_directory as default_tuning_directory
+from service.access import parse_static_keys
 
 DEFAULT_MODEL = "fashion-mnist-cnn"
 
@@ -32,7 +33,13 @@ class Settings(BaseSettings):
     """Everything ``gga serve`` can be told; see docs/configuration.md for the table."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GGA_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="GGA_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # Some values are secrets (API keys, the pepper, a password in the database URL): an
+        # error names the variable and what is wrong, never the value given.
+        hide_input_in_errors=True,
     )
 
     host: str = "127.0.0.1"
@@ -93,6 +100,12 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _scoped_keys(cls, value: list[str]) -> list[str]:
+        parse_static_keys(value)  # KEY or SCOPE:KEY; a bad entry stops the start here
+        return value
 
     @field_validator("tuning_cache_dir", mode="before")
     @classmethod

@@ -1,6 +1,8 @@
 """API keys on SQLite and PostgreSQL: hashed storage, both header forms, scopes (predict, read,
-admin), isolation between keys, repository control, revocation within the cache bound."""
+admin), isolation between keys, repository control, revocation within the cache bound; static
+keys (``GGA_API_KEYS``) with a scope."""
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,12 +10,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.access import Scope
+from service.access import Scope, parse_static_keys
 from service.app import create_app
 from service.auth import create_key
+from service.settings import Settings
 from service.store import Database
 from service.store import repository as repo
 from tests.service.conftest import _postgres_schema_url, service_settings
+from tests.service.support import LiveServer
 
 MODEL = "fashion-mnist-cnn"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -207,3 +211,73 @@ def test_the_key_cache_is_bounded_and_expires() -> None:
     time.sleep(0.3)
     assert verdicts.get(b"k") == (False, None)
     assert _Verdicts(ttl_s=0).get(b"k") == (False, None)
+
+
+def test_static_keys_take_a_scope_and_old_entries_stay_predict_keys(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    """``GGA_API_KEYS=admin:KEY,KEY2``: the admin key controls the repository (with
+    ``GGA_MODEL_CONTROL=explicit``), the plain entry is a predict key as before scopes."""
+    settings = service_settings(
+        model_repo,
+        tmp_path / "static.db",
+        warmup_batch_sizes=[1],
+        model_control="explicit",
+        api_keys="admin:ops-7Yq2, client-9Xw4 ,read:dash-3Kd8",
+    )
+    ops, client_key, dash = ({"X-API-Key": k} for k in ("ops-7Yq2", "client-9Xw4", "dash-3Kd8"))
+    with TestClient(create_app(settings)) as client:
+        for caller in (client_key, dash):
+            r = client.post(UNLOAD, headers=caller)
+            assert r.status_code == 403 and "'admin'" in r.json()["error"], r.text
+        # The key is what follows the scope: the whole entry is no key.
+        assert client.post(UNLOAD, headers={"X-API-Key": "admin:ops-7Yq2"}).status_code == 401
+        pid = client.post(PREDICT, json=TENSOR, headers=client_key).json()["predictions"][0]["id"]
+        assert client.post(PREDICT, json=TENSOR, headers=dash).status_code == 403
+
+        assert client.post(UNLOAD, headers=ops).status_code == 200
+        assert client.post(PREDICT, json=TENSOR, headers=client_key).status_code == 404
+        assert client.post(LOAD, headers=ops).status_code == 200
+        assert client.post(PREDICT, json=TENSOR, headers=client_key).status_code == 200
+        # The admin key reads every key's predictions; the predict key only its own.
+        assert client.get(f"/v1/predictions/{pid}", headers=ops).status_code == 200
+        ops_pid = client.post(PREDICT, json=TENSOR, headers=ops).json()["predictions"][0]["id"]
+        assert client.get(f"/v1/predictions/{ops_pid}", headers=client_key).status_code == 404
+
+
+def test_static_key_entries_are_parsed_backward_compatibly() -> None:
+    assert parse_static_keys(["k1", "Admin:k2", "read: k3", "predict:abc:def", "a1:b", "::x"]) == [
+        (Scope.PREDICT, "k1"),  # an entry without a scope keeps the predict scope
+        (Scope.ADMIN, "k2"),  # scope names are not case-sensitive
+        (Scope.READ, "k3"),
+        (Scope.PREDICT, "abc:def"),  # a key that begins with letters and a colon
+        (Scope.PREDICT, "a1:b"),  # not a run of letters before the colon: no scope
+        (Scope.PREDICT, "::x"),
+    ]
+    assert parse_static_keys(["k", "predict:k"]) == [(Scope.PREDICT, "k")] * 2
+    bad = {
+        "GGA_API_KEYS entry 2 begins with a word and a colon that name no scope": ["k", "adm:s3"],
+        "GGA_API_KEYS entry 1 gives the scope 'admin' but no key after the colon": ["admin: "],
+        "entries 1 and 2 give the same key with different scopes (predict, admin)": [
+            "k",
+            "admin:k",
+        ],
+    }
+    for message, entries in bad.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_static_keys(entries)
+        with pytest.raises(ValueError, match="GGA_API_KEYS") as raised:
+            Settings(_env_file=None, api_keys=entries)
+        assert "s3" not in str(raised.value) and "'k'" not in str(raised.value)  # never echoed
+
+
+def test_a_static_key_with_an_unknown_scope_stops_the_start(model_repo: Path, tmp_path: Path):
+    server = LiveServer(
+        model_repo, f"sqlite:///{tmp_path / 'gga.db'}", tmp_path, GGA_API_KEYS="amdin:Zq81-secret"
+    )
+    with pytest.raises(RuntimeError, match="exited early"):
+        server.start(timeout_s=120)
+    assert server.process is not None and server.process.wait(30) != 0
+    log = server.log.read_text()
+    assert "GGA_API_KEYS entry 1 begins with a word and a colon that name no scope" in log, log
+    assert "Zq81-secret" not in log and "amdin" not in log  # a secret is never logged
