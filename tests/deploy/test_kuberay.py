@@ -116,6 +116,11 @@ def test_serve_config_passes_ray_serves_own_schema(manifest: dict) -> None:
     from service.ray_serve.app import app_builder
 
     assert callable(app_builder)
+    # The proxies get the body limit gga serve --ray gives them (service.ray_serve.app).
+    from service.ray_serve.proxy_limit import limit_from_env, proxy_env
+
+    proxy = config.controller_options.runtime_env["env_vars"]
+    assert set(proxy_env(10)) == set(proxy) and limit_from_env(proxy) == 10 * 1024 * 1024
 
 
 def test_pod_templates_pass_the_kubernetes_schemas(manifest: dict) -> None:
