@@ -2,8 +2,10 @@
 
 Each level opens N concurrent clients (keep-alive connections, as real client pools use) that
 post one real Fashion-MNIST image per request for a fixed time, over v1 multipart or v2 JSON, and
-never back off: a 10x overload. A separate process probes ``/v2/health/ready`` every 200 ms
-meanwhile (its own interpreter: the load generator's busy event loop must not delay the probe).
+never back off: a 10x overload. The clients are lean (``raw_http``: prebuilt request bytes), so
+the latency they measure is the server's and not the load generator's. A separate process probes
+``/v2/health/ready`` every 200 ms meanwhile (its own interpreter: the load generator's busy
+event loop must not delay the probe).
 
 The issue's floors, checked by :func:`overload_floors`: only 200, 429 and 503 answers, every 503
 with ``Retry-After``, no dropped connection, p99 latency of the 200s under 2 s, and every health
@@ -19,11 +21,15 @@ import multiprocessing
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 
+from gga_lab.bench.raw_http import Connection, json_request, multipart_request
+
 P99_FLOOR_S = 2.0
+TIMEOUT_S = 60.0  # a request unanswered this long counts as dropped
 HEALTH_FLOOR_S = 1.0
 
 
@@ -75,49 +81,59 @@ def _probe_health(url: str, stop_at: float, out: multiprocessing.Queue) -> None:
     out.put((latencies, failures))
 
 
-def _bodies(protocol: str, model: str, x: np.ndarray) -> list[dict]:
+def _requests(url: str, protocol: str, path: str, x: np.ndarray) -> list[bytes]:
+    """Each image's whole request, built once: the generator's work per request is one write."""
     import torch
 
     from models.imaging import encode_png
 
-    bodies = []
+    host = urlsplit(url).netloc
+    requests = []
     for img in x:
         if protocol == "v1":
             png = encode_png(torch.from_numpy(img))
-            bodies.append({"files": {"file": ("x.png", png, "image/png")}})
+            requests.append(multipart_request(host, path, "file", "x.png", png, "image/png"))
         else:
             body = {"inputs": [{"name": "image", "shape": [1, *img.shape], "datatype": "FP32",
                                 "data": img.reshape(-1).round(4).tolist()}]}  # fmt: skip
-            bodies.append({"json": body})
-    return bodies
+            requests.append(json_request(host, path, body))
+    return requests
 
 
-async def _drive(url: str, path: str, bodies: list[dict], clients: int, seconds: float):
+async def _drive(url: str, requests: list[bytes], clients: int, seconds: float):
+    """``clients`` closed-loop clients, each on its own keep-alive connection, for ``seconds``.
+
+    A lean client (``raw_http``), so that what a client measures is the server's time: with
+    httpx, 256 clients in one process spent seconds waiting for the generator itself.
+    """
     statuses: collections.Counter[str] = collections.Counter()
     latencies: list[float] = []
     dropped = no_retry_after = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    timeout = httpx.Timeout(60.0, pool=None)
     stop_at = time.perf_counter() + seconds
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
 
-        async def worker(i: int) -> None:
-            nonlocal dropped, no_retry_after
+    async def worker(i: int) -> None:
+        nonlocal dropped, no_retry_after
+        connection = Connection(url)
+        try:
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(path, **bodies[i % len(bodies)])
-                except httpx.HTTPError:
+                    answer = await asyncio.wait_for(
+                        connection.send(requests[i % len(requests)]), TIMEOUT_S
+                    )
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                     dropped += 1
                     continue
-                statuses[str(r.status_code)] += 1
-                if r.status_code == 200:
+                statuses[str(answer.status)] += 1
+                if answer.status == 200:
                     latencies.append(time.perf_counter() - t0)
-                elif r.status_code == 503 and "retry-after" not in r.headers:
+                elif answer.status == 503 and "retry-after" not in answer.headers:
                     no_retry_after += 1
                 i += clients
+        finally:
+            await connection.close()
 
-        await asyncio.gather(*(worker(i) for i in range(clients)))
+    await asyncio.gather(*(worker(i) for i in range(clients)))
     return statuses, latencies, dropped, no_retry_after
 
 
@@ -126,14 +142,14 @@ def run_level(
 ) -> OverloadResult:
     """Drive ``url`` with ``clients`` clients for ``seconds`` and probe its health meanwhile."""
     path = f"/v1/models/{model}/predict" if protocol == "v1" else f"/v2/models/{model}/infer"
-    bodies = _bodies(protocol, model, x)
+    requests = _requests(url, protocol, path, x)
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = ctx.Queue()
     prober = ctx.Process(target=_probe_health, args=(url, time.time() + seconds, results))
     prober.start()
     start = time.perf_counter()
     statuses, latencies, dropped, no_retry_after = asyncio.run(
-        _drive(url, path, bodies, clients, seconds)
+        _drive(url, requests, clients, seconds)
     )
     elapsed = time.perf_counter() - start
     health, failures = results.get(timeout=120)
