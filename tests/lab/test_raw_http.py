@@ -3,18 +3,16 @@ multipart and JSON requests the server parses, bodies framed by length or chunks
 closes the connection, and one that goes away."""
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from gga_lab.bench.raw_http import Connection, json_request, multipart_request
+from tests.helpers.uvicorn_thread import serve_in_thread
 from tests.service.support import free_port
 
 
@@ -48,18 +46,8 @@ def url() -> Iterator[str]:
         Route("/chunked", _chunked, methods=["POST"]),
         Route("/close", _close, methods=["POST"]),
     ]
-    port = free_port()
-    config = uvicorn.Config(Starlette(routes=routes), port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(Starlette(routes=routes)) as base:
+        yield base
 
 
 def test_requests_are_parsed_and_answers_read_whole_on_one_connection(url: str) -> None:

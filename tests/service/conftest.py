@@ -44,6 +44,14 @@ def _postgres_schema_url() -> Iterator[str]:
         engine.dispose()
 
 
+def store_url(backend: str, folder: Path) -> Iterator[str]:
+    """A store URL of ``backend``: a SQLite file in ``folder``, or a fresh PostgreSQL schema."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'gga.db'}"
+    else:
+        yield from _postgres_schema_url()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database on each backend: a SQLite file and a PostgreSQL schema."""

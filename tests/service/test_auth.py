@@ -4,7 +4,6 @@ keys (``GGA_API_KEYS``) with a scope."""
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from service.auth import create_key
 from service.settings import Settings
 from service.store import Database
 from service.store import repository as repo
-from tests.service.conftest import _postgres_schema_url, service_settings
+from tests.service.conftest import service_settings, store_url
 from tests.service.support import LiveServer
 
 MODEL = "fashion-mnist-cnn"
@@ -39,18 +38,11 @@ SCOPES = {
 }
 
 
-def _store_url(backend: str, folder: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{folder / 'gga.db'}"
-    else:
-        yield from _postgres_schema_url()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def keyed(request, model_repo: Path, tmp_path_factory: pytest.TempPathFactory):
     """A keyed server with repository control on, and a key of each scope."""
     folder = tmp_path_factory.mktemp("auth")
-    for url in _store_url(request.param, folder):
+    for url in store_url(request.param, folder):
         settings = service_settings(
             model_repo,
             folder / "unused.db",

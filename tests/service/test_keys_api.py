@@ -1,7 +1,6 @@
 """``/v1/keys`` on SQLite and PostgreSQL: an admin key creates, lists and revokes keys; the plain
 key is in the create answer alone; predict and read keys, and open mode, get 403."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from service.app import create_app
 from service.auth import create_key
 from service.store import Database
 from service.store import repository as repo
-from tests.service.conftest import _postgres_schema_url, service_settings
+from tests.service.conftest import service_settings, store_url
 
 MODEL = "fashion-mnist-cnn"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -21,18 +20,11 @@ TENSOR = {"tensor": [[0.5] * 28] * 28}
 STATIC_ADMIN = "ops-static-4Rt9"
 
 
-def _store_url(backend: str, folder: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{folder / 'gga.db'}"
-    else:
-        yield from _postgres_schema_url()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request, model_repo: Path, tmp_path_factory: pytest.TempPathFactory):
     """(client, {name: headers}, db): a keyed server with a stored key of each scope."""
     folder = tmp_path_factory.mktemp("keys-api")
-    for url in _store_url(request.param, folder):
+    for url in store_url(request.param, folder):
         settings = service_settings(
             model_repo,
             folder / "unused.db",

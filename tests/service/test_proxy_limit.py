@@ -8,19 +8,16 @@ checked by its own validator). The end-to-end check, memory included, is in test
 import hashlib
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from service.errors import BodyTooLarge
 from service.protocol.middleware import error_body
 from service.ray_serve import proxy_limit
 from service.ray_serve.proxy_limit import ProxyBodyLimit, limit_from_env, proxy_env
-from tests.service.support import free_port
+from tests.helpers.uvicorn_thread import serve_in_thread
 
 LIMIT = 1024 * 1024
 
@@ -52,20 +49,8 @@ class _Echo:
 def served() -> Iterator[tuple[str, _Echo]]:
     echo = _Echo()
     app = ProxyBodyLimit(echo, max_bytes=LIMIT)
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http="httptools", lifespan="off", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", echo
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app, http="httptools", lifespan="off") as url:
+        yield url, echo
 
 
 def _chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
