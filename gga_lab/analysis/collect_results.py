@@ -41,6 +41,7 @@ ORDER = (
     "mnist-lenet-high",
     "cifar10-resnet20",
     "cifar10-resnet20-at",
+    "two-digit-mnist",
 )
 TRUST = "trust score"
 BASELINES = ("max softmax", "ODIN", "energy", "Mahalanobis", "k-NN", "GradNorm")
