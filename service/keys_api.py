@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.access import Caller, Scope, check_may_manage_keys
 from service.auth import Authenticator, create_key
-from service.errors import KeyNotFound
+from service.errors import KeyNotFound, StoreUnavailable
 from service.protocol.deps import IdentityDep
 from service.protocol.schemas import ErrorV1
 from service.store import repository as repo
@@ -75,6 +75,14 @@ def _out(row: dict[str, Any]) -> dict[str, Any]:
     return {**{f: row[f] for f in fields}, "state": state}
 
 
+async def _written(db, key_id: str) -> dict[str, Any]:
+    """The row of a key this request has just written; a store that lost it is a 503."""
+    row = await asyncio.to_thread(repo.get_key, db, key_id)
+    if row is None:
+        raise StoreUnavailable(f"key {key_id} not found right after it was written", writing=False)
+    return row
+
+
 def _admin(identity: Caller) -> Caller:
     check_may_manage_keys(identity)
     return identity
@@ -86,8 +94,7 @@ async def create(body: KeyCreate, request: Request, identity: IdentityDep) -> Re
     db = request.app.state.db
     pepper = request.app.state.settings.key_pepper
     key_id, key = await asyncio.to_thread(create_key, db, body.name, pepper, Scope(body.scope))
-    row = await asyncio.to_thread(repo.get_key, db, key_id)
-    assert row is not None  # just written
+    row = await _written(db, key_id)
     logger.info("API key %s (%s) created by key %s", key_id, body.scope, admin.key_id)
     created = KeyCreated(**_out(row), key=key)
     # The secret must not stay in a cache between here and the client.
@@ -116,8 +123,7 @@ async def revoke(key_id: KeyId, request: Request, identity: IdentityDep) -> KeyO
     auth: Authenticator = request.app.state.auth
     auth.forget(key_id)
     logger.info("API key %s revoked by key %s", key_id, admin.key_id)
-    row = await asyncio.to_thread(repo.get_key, db, key_id)
-    assert row is not None  # just revoked
+    row = await _written(db, key_id)
     return KeyOut(**_out(row))
 
 
