@@ -56,6 +56,21 @@ def _metric(text: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
+async def _until_the_server_holds_a_request(url: str, predictions_before: float) -> None:
+    """Returns once an image waits in the batcher or a prediction was made since the baseline."""
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            text = (await client.get("/metrics")).text
+            if (
+                _metric(text, "gga_queue_depth{")
+                or _metric(text, "gga_predictions_total") > predictions_before
+            ):
+                return
+            await asyncio.sleep(0.002)
+    raise AssertionError("the burst never reached the server's batcher")
+
+
 def test_batching_invariance_over_http(server: LiveServer, fmnist_pngs: list[bytes]) -> None:
     pngs = fmnist_pngs[:12]
     alone = [_predict(server.url, p) for p in pngs]  # one request at a time: batches of one
@@ -253,8 +268,11 @@ def test_sigterm_drains_restart_keeps_ids_kill9_loses_nothing(
     kept = [_predict(first.url, p) for p in fmnist_pngs[:3]]
 
     async def burst_then_sigterm() -> list:
+        before = _metric(httpx.get(first.url + "/metrics").text, "gga_predictions_total")
         pending = asyncio.ensure_future(_burst(first.url, fmnist_pngs[:8], return_exceptions=True))
-        await asyncio.sleep(0.05)
+        # SIGTERM once the server holds part of the burst: a fixed sleep raced the uploads on a
+        # loaded machine, and when none had been read yet there was nothing to drain.
+        await _until_the_server_holds_a_request(first.url, before)
         first.process.send_signal(signal.SIGTERM)
         return await pending
 
