@@ -77,7 +77,11 @@ def with_softplus(model: nn.Module, beta: float = 10.0) -> nn.Module:
 
 
 def saliency_maps(
-    model: nn.Module, x: Tensor, beta: float | None = 3.0, create_graph: bool = True
+    model: nn.Module,
+    x: Tensor,
+    beta: float | None = 3.0,
+    create_graph: bool = True,
+    classes: Tensor | None = None,
 ) -> Tensor:
     """Per-class saliency maps of GGA, exact or smooth.
 
@@ -89,18 +93,20 @@ def saliency_maps(
         x: inputs (B, C, H, W); must require grad if the maps are to be differentiated.
         beta: ``None`` for the detector's ``sign(g)``; else ``tanh(beta * g / mean|g|)``.
         create_graph: keep the graph of the gradients so the maps can be differentiated.
+        classes: (B, N) the classes whose maps are taken, per input, in row order
+            (``ranked_classes``); ``None`` = every class in index order.
 
     Returns:
-        Maps (B, K, H * W).
+        Maps (B, K, H * W), or (B, N, H * W) in ``classes``' order.
     """
     if not x.requires_grad:
         x = x.detach().requires_grad_(True)
     z = model(x)  # (B, K)
     z = LOGIT_SCALE * z / z.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-    num_classes = z.shape[1]
+    if classes is None:
+        classes = torch.arange(z.shape[1], device=x.device).expand(x.shape[0], -1)
     grads = []
-    for i in range(num_classes):
-        labels = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+    for labels in classes.unbind(dim=1):
         loss = F.cross_entropy(z, labels, reduction="sum")
         (g,) = torch.autograd.grad(loss, x, create_graph=create_graph, retain_graph=True)
         grads.append(g)
@@ -112,6 +118,28 @@ def saliency_maps(
         maps = torch.tanh(beta * g / scale[:, :, None, None, None])
     maps = maps.amax(dim=2)  # (B, K, H, W): the detector's max over colour channels
     return maps.flatten(2)
+
+
+def ranked_classes(logits: Tensor, rows: int, first: Tensor | None = None) -> Tensor:
+    """The ``rows`` classes a top-N detector reads, per input, in its row order.
+
+    The engine reads the most probable classes, most probable first, so its row 0 is the
+    predicted class. An attack that wants class ``first`` predicted puts it in row 0 and the
+    next most probable after it: the rows the detector will read once the attack succeeds.
+
+    Args:
+        logits: (B, K) logits (only their order matters).
+        rows: how many classes, at most K.
+        first: (B,) a class forced into row 0, or ``None`` (the predicted class).
+
+    Returns:
+        (B, rows) class indices.
+    """
+    order = logits.argsort(dim=1, descending=True)
+    if first is None:
+        return order[:, :rows]
+    rest = order[order != first[:, None]].view(len(order), -1)
+    return torch.cat([first[:, None], rest[:, : rows - 1]], dim=1)
 
 
 def s1_mean(csm: Tensor, k: Tensor) -> Tensor:
@@ -144,6 +172,10 @@ class CSA(Attack):
     is the best iterate for the attacker (``_keep_best``): a successful one with the highest S1
     mean of the detector's exact CSM, else the unsuccessful one with the highest.
 
+    Against a detector that reads only the ``top_n`` most probable classes (many-class models,
+    ``EngineOptions.top_n``), the CSM is the one it reads: k in row 0, then the most probable
+    other classes (``ranked_classes``), re-ranked every step; S1 is that matrix without row 0.
+
     Args:
         model: classifier on [0, 1] pixels (ReLU or Softplus).
         eps: perturbation budget.
@@ -155,6 +187,7 @@ class CSA(Attack):
         random_start: start from a random point of the ball.
         target_mode: ``None`` (untargeted) or how targets are chosen.
         seed: seeds the random start and random targets.
+        top_n: the classes the attacked detector reads; ``None`` = all.
 
     Raises:
         AttackParameterError: a parameter is out of range.
@@ -174,8 +207,12 @@ class CSA(Attack):
         random_start: bool = True,
         target_mode: TargetMode | None = None,
         seed: int | None = None,
+        top_n: int | None = None,
     ) -> None:
         super().__init__(model, target_mode=target_mode, seed=seed)
+        if top_n is not None:
+            check_positive("top_n", top_n, integer=True)
+        self.top_n = top_n
         self.eps = check_eps(eps, norm)
         self.norm = norm
         self.step_size = self.eps / 4 if step_size is None else step_size
@@ -199,8 +236,6 @@ class CSA(Attack):
         Returns:
             ``(objective (B,), s1_mean (B,))``, both differentiable in ``x``.
         """
-        maps = saliency_maps(self.smooth_model, x, beta=self.beta, create_graph=True)
-        csm = cosine_similarity_matrix(maps)  # (B, K, K)
         logits = self.smooth_model(x)
         if target is None:
             k = logits.argmax(dim=1).detach()
@@ -208,14 +243,28 @@ class CSA(Attack):
         else:
             k = target
             ce = -F.cross_entropy(logits, target, reduction="none")
-        s1 = s1_mean(csm, k)
+        classes = self._rows(logits, k)
+        maps = saliency_maps(self.smooth_model, x, self.beta, create_graph=True, classes=classes)
+        s1 = self._s1(cosine_similarity_matrix(maps), k, classes)
         return S1_WEIGHT * s1 + CE_WEIGHT * ce, s1
 
     def detector_s1(self, x: Tensor, k: Tensor) -> Tensor:
         """S1 mean the detector itself would see: exact sign maps of the original model."""
         with torch.enable_grad():
-            maps = saliency_maps(self.model, x.detach(), beta=None, create_graph=False)
-        return s1_mean(cosine_similarity_matrix(maps), k).detach()
+            classes = self._rows(self.logits(x.detach()), k)
+            maps = saliency_maps(self.model, x.detach(), None, create_graph=False, classes=classes)
+        return self._s1(cosine_similarity_matrix(maps), k, classes).detach()
+
+    def _rows(self, logits: Tensor, k: Tensor) -> Tensor | None:
+        """The classes the detector reads once ``k`` is predicted; ``None`` when it reads all."""
+        if self.top_n is None or self.top_n >= logits.shape[1]:
+            return None
+        return ranked_classes(logits.detach(), self.top_n, first=k)
+
+    @staticmethod
+    def _s1(csm: Tensor, k: Tensor, classes: Tensor | None) -> Tensor:
+        """S1 of a CSM in class order (k is excluded) or in row order (row 0 is k)."""
+        return s1_mean(csm, k if classes is None else torch.zeros_like(k))
 
     def forward(self, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         x_adv = x.clone()

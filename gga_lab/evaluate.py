@@ -293,12 +293,16 @@ class EvalResult:
         return data
 
 
-def attack_kinds(eps: dict[str, float], cfg: EvalConfig) -> dict[str, AttackKind]:
+def attack_kinds(
+    eps: dict[str, float], cfg: EvalConfig, rows: int | None = None
+) -> dict[str, AttackKind]:
     """The kinds made by an attack, each a registered attack (``LAB_ATTACKS``) and its parameters.
 
     Args:
         eps: ``{"linf": ..., "l2": ...}`` (``attack_budgets``).
         cfg: the evaluation config (steps and seed).
+        rows: the classes the evaluated detector reads (``EngineOptions.top_n``), which CSA's
+            CSM must match; ``None`` = all.
 
     Returns:
         Kind -> ``AttackKind``.
@@ -323,7 +327,9 @@ def attack_kinds(eps: dict[str, float], cfg: EvalConfig) -> dict[str, AttackKind
             )
             for loss in ("ce", "mse")
         },
-        "csa": AttackKind("csa", {"eps": eps["linf"], "steps": cfg.csa_steps, "seed": seed}),
+        "csa": AttackKind(
+            "csa", {"eps": eps["linf"], "steps": cfg.csa_steps, "seed": seed, "top_n": rows}
+        ),
         "ood_corrupted": AttackKind("corruption", corruption, keep="failures"),
         "corrupted_wrong": AttackKind("corruption", corruption, keep="successes"),
     }
@@ -351,6 +357,7 @@ def make_untrusted(
     dataset: str,
     data_dir: str | None,
     progress: bool = True,
+    rows: int | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """The untrusted inputs of one kind, and how many were attempted and kept.
 
@@ -363,11 +370,12 @@ def make_untrusted(
         dataset: the model's data set (chooses the other data set for ``ood_dataset``).
         data_dir: data directory.
         progress: progress bars.
+        rows: the classes the evaluated detector reads (``attack_kinds``).
 
     Returns:
         ``(inputs (M, C, H, W), {"n_attempted", "n_untrusted", "success_rate"})``.
     """
-    by_attack = attack_kinds(eps, cfg)
+    by_attack = attack_kinds(eps, cfg, rows)
     if kind not in by_attack:
         out = _ood_inputs(kind, len(x), tuple(x.shape[1:]), cfg.seed, dataset, data_dir)
         return out, {"n_attempted": len(out), "n_untrusted": len(out), "success_rate": None}
@@ -569,15 +577,17 @@ def _untrusted_inputs(
     dataset: str,
     data_dir: str | None,
     progress: bool,
+    rows: int | None,
 ) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
-    """Every kind of ``cfg.kinds`` the data set has, made from the positives ``x``, ``y``."""
+    """Every kind of ``cfg.kinds`` the data set has, made from the positives ``x``, ``y``;
+    ``rows``: the classes the detector reads (``attack_kinds``)."""
     eps = attack_budgets(dataset, cfg)
     inputs, info = {}, {}
     for kind in cfg.kinds:
         if _skipped(kind, dataset) or kind in PIPELINE_KINDS:
             continue
         inputs[kind], info[kind] = make_untrusted(
-            kind, model, x, y, eps, cfg, dataset, data_dir, progress
+            kind, model, x, y, eps, cfg, dataset, data_dir, progress, rows
         )
         logger.info("%s: %s", kind, info[kind])
     return inputs, info
@@ -683,8 +693,9 @@ def evaluate_model(
     start = time.perf_counter()
     x_test, y_test, correct = _positives(model, *test, cfg, model_name)
     baselines = fit_baselines(model, *train, cfg)
+    rows = scorer.engine_options.get("top_n")  # CSA attacks the CSM the detector reads
     untrusted, kinds_info = _untrusted_inputs(
-        model, x_test[correct], y_test[correct], cfg, dataset, data_dir, progress
+        model, x_test[correct], y_test[correct], cfg, dataset, data_dir, progress, rows
     )
     # Built after the attacks: the served pipeline runs numpy's BLAS on one thread from here on,
     # as the service does, while L-BFGS's optimiser above kept its usual threads.

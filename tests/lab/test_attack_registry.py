@@ -55,7 +55,7 @@ EVAL_ATTACKS = {
     "lbfgs": ("LBFGS", {}),
     "tpgd_ce": ("PGD", {"loss": "ce", "target_mode": TargetMode.RANDOM, "steps": 70}),
     "tpgd_mse": ("PGD", {"loss": "mse", "target_mode": TargetMode.RANDOM, "steps": 70}),
-    "csa": ("CSA", {"eps": 0.3, "steps": 100}),
+    "csa": ("CSA", {"eps": 0.3, "steps": 100, "top_n": None}),
     "ood_corrupted": ("Corruption", {"corruption": "random", "severity": 5}),
     "corrupted_wrong": ("Corruption", {"corruption": "random", "severity": 5}),
 }
@@ -76,6 +76,12 @@ def test_every_evaluation_kind_an_attack_makes_is_built_through_the_registry(mod
     keep = {kind: k.keep for kind, k in kinds.items()}
     assert keep["noise"] == "all" and keep["ood_corrupted"] == "failures"
     assert {keep[k] for k in kinds if k not in ("noise", "ood_corrupted")} == {"successes"}
+
+
+def test_csa_attacks_the_rows_the_evaluated_detector_reads(model):
+    cfg = EvalConfig()
+    kinds = attack_kinds(attack_budgets("mnist", cfg), cfg, rows=4)
+    assert kinds["csa"].make(model).top_n == 4
 
 
 def test_the_training_kinds_are_built_through_the_registry(model):

@@ -6,7 +6,8 @@ from torch import nn
 from attacks.base import TargetMode
 from attacks.pgd import PGD
 from detectors.csm import cosine_similarity_matrix
-from gga_lab.csa import CSA, s1_mean, saliency_maps, with_softplus
+from detectors.engine import EngineOptions, GradientEngine
+from gga_lab.csa import CSA, ranked_classes, s1_mean, saliency_maps, with_softplus
 from models.architectures import build_model
 
 
@@ -102,3 +103,34 @@ def test_targeted_csa_aims_at_the_target(trained_lenet, correct_batch):
         p0 = trained_lenet(x).softmax(1).gather(1, result.target[:, None]).mean()
         p1 = trained_lenet(result.x_adv).softmax(1).gather(1, result.target[:, None]).mean()
     assert p1 > p0
+
+
+def test_ranked_classes_read_the_most_probable_first_or_the_wanted_class_first():
+    logits = torch.tensor([[0.1, 3.0, 2.0, -1.0, 0.5], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    assert ranked_classes(logits, 3).tolist() == [[1, 2, 4], [0, 1, 2]]
+    first = torch.tensor([3, 2])
+    assert ranked_classes(logits, 3, first=first).tolist() == [[3, 1, 2], [2, 0, 1]]
+
+
+def test_top_n_csa_sees_the_csm_the_top_n_engine_reads(trained_lenet, correct_batch):
+    x = correct_batch.x[:6]
+    engine = GradientEngine(trained_lenet, EngineOptions(top_n=4, rescale_logits=True))
+    out = engine(x)
+    predicted_first = torch.zeros(len(x), dtype=torch.long)
+    from_engine = s1_mean(out.csm, predicted_first)  # row 0 is the predicted class
+    attack = CSA(trained_lenet, eps=0.3, steps=1, seed=0, top_n=4)
+    assert torch.allclose(attack.detector_s1(x, out.predicted), from_engine, atol=1e-5)
+    # Reading all ten classes is a different matrix: the top-4 rows are not a free choice.
+    every = CSA(trained_lenet, eps=0.3, steps=1, seed=0).detector_s1(x, out.predicted)
+    assert not torch.allclose(every, from_engine, atol=1e-3)
+
+
+def test_top_n_csa_raises_the_s1_mean_the_top_n_detector_sees(trained_lenet, correct_batch):
+    x, y = correct_batch.x[:16], correct_batch.y[:16]
+    pgd = PGD(trained_lenet, eps=0.3, steps=10, seed=0)(x, y)
+    attack = CSA(trained_lenet, eps=0.3, steps=10, seed=0, top_n=4)
+    csa = attack(x, y)
+    assert csa.success.sum() >= 4
+    s1_pgd = attack.detector_s1(pgd.x_adv, pgd.pred)[pgd.success].mean()
+    s1_csa = attack.detector_s1(csa.x_adv, csa.pred)[csa.success].mean()
+    assert s1_csa > s1_pgd + 0.05, (float(s1_csa), float(s1_pgd))
