@@ -6,10 +6,14 @@ thousand forwards per image (docs/performance.md). ``choose_row_ceiling`` measur
 batch 1 (the worst case per image: a serving batch only amortises) for a few row counts, fits
 ``seconds = fixed + per_row * K`` and gives the largest K whose cost stays within the budget:
 
-    budget = max(max_forwards * forward, floor_s)
+    budget = max(max_forwards * forward, floor_s * (1 - forward / fade_s))
 
 ``max_forwards`` (default 8) keeps a slow model at a few forwards per image; ``floor_s`` (default
-0.25 s) lets a fast one read every class whenever that is cheap anyway, whatever the ratio. Below
+0.25 s) lets a fast one read every class whenever that is cheap anyway, whatever the ratio. That
+allowance fades out as one forward nears ``fade_s`` (50 ms): a plain 0.25 s would give a model
+with a 22 ms forward (an ImageNet ResNet-18 on a quick CPU) 11 forwards, and on a slower CPU 6,
+so its choice would swing with the machine. Faded, it never gives more than 10 forwards once a
+forward takes 17 ms or more, and none past 31 ms, where 8 forwards are already worth more. Below
 ``MIN_ROWS`` (10) rows the choice never goes: a CSM of fewer rows loses most of the pairs the
 features read, and 10 is the paper's own setting. A model of at most 10 classes therefore always
 reads all of them, and is never measured.
@@ -45,7 +49,8 @@ from detectors.engine import EngineOptions, GradientEngine
 
 MIN_ROWS = 10  # never fewer rows than the paper's 10 classes
 MAX_FORWARDS = 8.0  # the budget per image, in forwards of the same model at batch 1
-FLOOR_S = 0.25  # ...or this many seconds per image, whichever is larger
+FLOOR_S = 0.25  # ...or this many seconds per image, whichever is larger,
+FADE_S = 0.05  # ...less a share that grows with the forward and is all of it at this forward
 PROBE_ROWS = 8  # the second row count measured (the first is 1)
 _REPEATS = 3  # timed calls per measurement (one when a call takes over a second)
 _REFINEMENTS = 3  # measurements after the first two, each on a better straight line
@@ -90,6 +95,7 @@ class RowChoice:
             "budget_ms": self.budget_ms,
             "max_forwards": self.max_forwards,
             "floor_s": self.floor_s,
+            "fade_s": FADE_S,
             "saliency_layer": self.saliency_layer,
         }
 
@@ -153,7 +159,8 @@ def choose_row_ceiling(
         options: the engine's other options (``saliency_layer`` changes the cost; the logit
             rescaling barely does); default ``EngineOptions()``.
         max_forwards: the budget in forwards per image.
-        floor_s: the budget in seconds per image where that is larger.
+        floor_s: the budget in seconds per image where that is larger, for a fast model (it
+            fades with the forward: ``budget_seconds``).
         block_fallback: where 10 classes at the input exceed the budget, look for a block at
             which they fit (only when ``options`` names no ``saliency_layer`` of its own).
         log: called with one line per measurement (progress of a slow model).
@@ -174,7 +181,7 @@ def choose_row_ceiling(
     x = torch.rand(1, *input_shape, device=device)
     forward = clock.forward(model, x)
     say(f"forward at batch 1: {forward * 1e3:.1f} ms")
-    budget = max(max_forwards * forward, floor_s)
+    budget = budget_seconds(forward, max_forwards, floor_s)
 
     def seconds(rows: int, options: EngineOptions) -> float:
         return clock.engine(model, x, rows, options)
@@ -189,6 +196,24 @@ def choose_row_ceiling(
             over = f"at the input {MIN_ROWS} classes cost {at_least / forward:.1f} forwards"
             return _row_choice(block_rows, block_measured, num_classes, *figures, index, over)
     return _row_choice(rows, measured, num_classes, *figures)
+
+
+def budget_seconds(
+    forward_s: float,
+    max_forwards: float = MAX_FORWARDS,
+    floor_s: float = FLOOR_S,
+    fade_s: float = FADE_S,
+) -> float:
+    """The engine's budget per image for a model whose forward at batch 1 takes ``forward_s``.
+
+    ``max_forwards`` forwards, or the seconds allowance where that is larger: ``floor_s`` for a
+    fast model, shrinking linearly to nothing as the forward nears ``fade_s`` (module docstring).
+
+    Example:
+        >>> round(budget_seconds(0.0005), 4), round(budget_seconds(0.0225) / 0.0225, 1)
+        (0.2475, 8.0)
+    """
+    return max(max_forwards * forward_s, floor_s * max(0.0, 1.0 - forward_s / fade_s))
 
 
 def _affordable(

@@ -1,5 +1,7 @@
 """The classes the engine reads: measured on this machine, given, or all."""
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -10,6 +12,7 @@ from detectors.row_cost import (
     MIN_ROWS,
     EngineClock,
     RowChoiceError,
+    budget_seconds,
     choose_row_ceiling,
     choose_rows,
     parse_saliency_layer,
@@ -35,22 +38,23 @@ class WideCNN(nn.Module):
 class KnownClock(EngineClock):
     """Known seconds instead of wall time, so the rule is checked exactly on a busy machine.
 
-    A forward costs 10 ms; the engine 10 ms plus ``per_row`` per class read at the input and
-    ``per_row_at_block`` at any block.
+    A forward costs ``forward_s`` (10 ms); the engine that plus ``per_row`` per class read at the
+    input and ``per_row_at_block`` at any block.
     """
 
-    def __init__(self, per_row: float, per_row_at_block: float) -> None:
+    def __init__(self, per_row: float, per_row_at_block: float, forward_s: float = 0.010) -> None:
         self.per_row, self.per_row_at_block = per_row, per_row_at_block
+        self.forward_s = forward_s
         self.asked: list[tuple[int, int | None]] = []
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> float:
-        return 0.010
+        return self.forward_s
 
     def engine(self, model: nn.Module, x: torch.Tensor, rows: int, options: EngineOptions) -> float:
         self.asked.append((rows, options.saliency_layer))
         at_block = options.saliency_layer is not None
         assert options.channel_max is not at_block  # a block's maps keep every channel
-        return 0.010 + rows * (self.per_row_at_block if at_block else self.per_row)
+        return self.forward_s + rows * (self.per_row_at_block if at_block else self.per_row)
 
 
 class HeavyStemCNN(nn.Module):
@@ -131,7 +135,10 @@ def test_the_leading_rows_of_a_wider_computation_are_the_narrower_one() -> None:
     cut = wide.leading_rows(5)
     assert (cut.classes == narrow.classes).all()
     torch.testing.assert_close(torch.from_numpy(cut.csm), torch.from_numpy(narrow.csm))
-    torch.testing.assert_close(torch.from_numpy(cut.gga), torch.from_numpy(narrow.gga))
+    # The features are float64 sums over a float32 CSM: equal to float32's precision, not more.
+    torch.testing.assert_close(
+        torch.from_numpy(cut.gga), torch.from_numpy(narrow.gga), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(ValueError, match="cannot keep 17 of 16"):
         wide.leading_rows(17)
 
@@ -185,3 +192,25 @@ def test_saliency_layer_values_are_parsed() -> None:
     for bad in ("-1", "deep", ""):
         with pytest.raises(RowChoiceError, match="auto, input or a block's index"):
             parse_saliency_layer(bad)
+
+
+def test_the_seconds_allowance_fades_as_the_forward_grows() -> None:
+    assert budget_seconds(0.0) == pytest.approx(0.25)
+    assert budget_seconds(0.001) == pytest.approx(0.245)
+    # From a 17 ms forward on, it never gives more than 10 forwards; past 31 ms, 8 forwards rule.
+    forwards = [budget_seconds(f) / f for f in (0.017, 0.0225, 0.03, 0.05, 0.2)]
+    assert all(b <= 10 for b in forwards) and forwards[1:] == pytest.approx([8.0] * 4)
+    # No jump as it fades: a millisecond more of forward moves the budget by at most 8 ms.
+    seconds = [budget_seconds(ms / 1000) for ms in range(1, 200)]
+    assert all(abs(b - a) <= 0.008 + 1e-12 for a, b in itertools.pairwise(seconds))
+
+
+def test_a_large_model_on_a_quick_cpu_is_held_to_forwards_not_to_the_seconds() -> None:
+    # An ImageNet ResNet-18 on a quick CPU: a 22.5 ms forward, 20 ms a class at the input. A flat
+    # 0.25 s would read 11 classes at the input for 11 forwards; faded, the budget is 8 forwards,
+    # 10 classes at the input do not fit, and the saliency moves to a block where they do.
+    clock = KnownClock(0.020, 0.005, forward_s=0.0225)
+    choice = choose_row_ceiling(seeded(HeavyStemCNN), (3, 48, 48), 40, clock=clock)
+    assert choice.budget_ms == pytest.approx(180.0)
+    assert choice.saliency_layer == 0 and choice.rows >= MIN_ROWS
+    assert choice.ms_per_image[choice.rows] <= 180.0
