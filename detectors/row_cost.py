@@ -13,7 +13,7 @@ batch 1 (the worst case per image: a serving batch only amortises) for a few row
 allowance fades out as one forward nears ``fade_s`` (50 ms): a plain 0.25 s would give a model
 with a 22 ms forward (an ImageNet ResNet-18 on a quick CPU) 11 forwards, and on a slower CPU 6,
 so its choice would swing with the machine. Faded, it never gives more than 10 forwards once a
-forward takes 17 ms or more, and none past 31 ms, where 8 forwards are already worth more. Below
+forward takes 17 ms or more, and from 19 ms on the 8 forwards are worth more than it. Below
 ``MIN_ROWS`` (10) rows the choice never goes: a CSM of fewer rows loses most of the pairs the
 features read, and 10 is the paper's own setting. A model of at most 10 classes therefore always
 reads all of them, and is never measured.
@@ -49,8 +49,8 @@ from detectors.engine import EngineOptions, GradientEngine
 
 MIN_ROWS = 10  # never fewer rows than the paper's 10 classes
 MAX_FORWARDS = 8.0  # the budget per image, in forwards of the same model at batch 1
-FLOOR_S = 0.25  # ...or this many seconds per image, whichever is larger,
-FADE_S = 0.05  # ...less a share that grows with the forward and is all of it at this forward
+FLOOR_S = 0.25  # ...or this many seconds per image for a fast model, whichever is larger
+FADE_S = 0.05  # the seconds allowance shrinks linearly to nothing as a forward nears this
 PROBE_ROWS = 8  # the second row count measured (the first is 1)
 _REPEATS = 3  # timed calls per measurement (one when a call takes over a second)
 _REFINEMENTS = 3  # measurements after the first two, each on a better straight line

@@ -197,7 +197,7 @@ def test_saliency_layer_values_are_parsed() -> None:
 def test_the_seconds_allowance_fades_as_the_forward_grows() -> None:
     assert budget_seconds(0.0) == pytest.approx(0.25)
     assert budget_seconds(0.001) == pytest.approx(0.245)
-    # From a 17 ms forward on, it never gives more than 10 forwards; past 31 ms, 8 forwards rule.
+    # From a 17 ms forward on, it never gives more than 10 forwards; from 19 ms, 8 forwards rule.
     forwards = [budget_seconds(f) / f for f in (0.017, 0.0225, 0.03, 0.05, 0.2)]
     assert all(b <= 10 for b in forwards) and forwards[1:] == pytest.approx([8.0] * 4)
     # No jump as it fades: a millisecond more of forward moves the budget by at most 8 ms.
