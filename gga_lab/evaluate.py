@@ -577,7 +577,7 @@ def _untrusted_inputs(
     dataset: str,
     data_dir: str | None,
     progress: bool,
-    rows: int | None,
+    rows: int | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, dict[str, Any]]]:
     """Every kind of ``cfg.kinds`` the data set has, made from the positives ``x``, ``y``;
     ``rows``: the classes the detector reads (``attack_kinds``)."""
