@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="stop each input at its first successful step (bim, pgd)",
     )
+    p.add_argument(
+        "--top-n",
+        type=int,
+        help="csa: the classes the attacked detector reads, most probable first (default: all; "
+        "a fitted detector's is engine_options.top_n in its detector.json)",
+    )
     p.add_argument("--targeted", help="target choice: given, random or least-likely")
     p.add_argument("--target", type=int, help="target class for --targeted given")
     p.add_argument("--n", type=int, default=100, help="number of test images (default 100)")
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         early_stop=args.early_stop,
         target_mode=target_mode,
         seed=args.seed,
+        top_n=args.top_n,
     )
     if args.npz is not None:
         x, y = _load_npz(args.npz, tuple(card.input_shape))

@@ -87,6 +87,16 @@ def test_targeted_run_on_an_npz(repo, mnist, tmp_path, capsys):
     assert np.array_equal(data["success"], data["pred_adv"] == 3)
 
 
+def test_csa_against_a_top_n_detector(repo, mnist, tmp_path, capsys):
+    npz = tmp_path / "in.npz"
+    x8 = (mnist["test"].x[:4] * 255).round().to(torch.uint8).squeeze(1).numpy()
+    np.savez(npz, x=x8, y=mnist["test"].y[:4].numpy())
+    argv = ["--model", "mnist-small", "--repo", repo, "--attack", "csa", "--steps", 3]
+    code, out, err = _run(capsys, *argv, "--top-n", 4, "--npz", npz, "--out", tmp_path / "o.npz")
+    assert code == 0, err
+    assert "csa on mnist-small" in out and (tmp_path / "o.npz").exists()
+
+
 def test_universal_run_fits_on_the_npz(repo, mnist, tmp_path, capsys):
     npz = tmp_path / "in.npz"
     np.savez(npz, x=mnist["test"].x[:20].numpy(), y=mnist["test"].y[:20].numpy())  # float x
@@ -149,6 +159,8 @@ def test_early_stop_keeps_inputs_near_the_boundary(repo, mnist, tmp_path, capsys
         (["--attack", "pgd", "--target", "12"], "not a class"),
         (["--attack", "pgd", "--loss", "hinge"], "unknown loss"),
         (["--attack", "pgd", "--n", "0"], "--n must be positive"),
+        (["--attack", "pgd", "--top-n", "4"], "does not take top_n"),
+        (["--attack", "csa", "--top-n", "0"], "top_n must be a positive integer"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(repo, tmp_path, capsys, argv, message):
