@@ -55,10 +55,7 @@ def store_url(backend: str, folder: Path) -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database on each backend: a SQLite file and a PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        yield from _postgres_schema_url()
+    yield from store_url(request.param, tmp_path)
 
 
 @pytest.fixture
